@@ -1,0 +1,94 @@
+"""Shared helpers: run orch as a real subprocess, read its run state, write plans."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+PYTHON = sys.executable
+
+
+def orch_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("ORCH_HOME", None)
+    env["NO_COLOR"] = "1"
+    env.setdefault("ORCH_GRACE_SEC", "1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Orch:
+    """Runs ``python -m orch`` in a scratch workdir with a private home."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.home = workdir / "home"
+
+    def run(
+        self, *args: str, timeout: float = 120, env: Optional[Dict[str, str]] = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PYTHON, "-m", "orch", *args, *self._home_args(args)],
+            cwd=str(self.workdir),
+            env=orch_env(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [PYTHON, "-m", "orch", *args, *self._home_args(args)],
+            cwd=str(self.workdir),
+            env=orch_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _home_args(self, args: Any) -> List[str]:
+        if not args or args[0] in ("validate",) or "--home" in args:
+            return []
+        return ["--home", str(self.home)]
+
+    def plan(self, text: str, name: str = "plan.yaml") -> str:
+        path = self.workdir / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return name
+
+    def state(self, run_id: str) -> Dict[str, Any]:
+        from orch.store import read_state
+
+        return read_state(str(self.home / "runs" / run_id))
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.home / "runs" / run_id
+
+
+def run_id_of(proc_stdout: str) -> str:
+    first = proc_stdout.splitlines()[0]
+    assert first.startswith("run_id: "), proc_stdout
+    return first[len("run_id: ") :]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def orch(tmp_path: Path) -> Orch:
+    return Orch(tmp_path)

@@ -1,0 +1,409 @@
+"""The engine end to end: real orch processes running real tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+from conftest import PYTHON, Orch, orch_env, run_id_of
+
+STATE_FIELDS = {
+    "schema_version",
+    "run_id",
+    "status",
+    "goal",
+    "created_at",
+    "updated_at",
+    "home",
+    "workdir",
+    "max_parallel",
+    "fail_fast",
+    "tasks",
+}
+TASK_FIELDS = {
+    "status",
+    "depends_on",
+    "cmd",
+    "attempts",
+    "started_at",
+    "ended_at",
+    "duration_sec",
+    "exit_code",
+    "timed_out",
+    "canceled",
+    "skip_reason",
+    "stdout_path",
+    "stderr_path",
+    "artifact_paths",
+}
+
+
+def _intervals(directory: Path) -> List[Tuple[float, float]]:
+    spans = []
+    for path in directory.glob("*.span"):
+        start, end = path.read_text().split()
+        spans.append((float(start), float(end)))
+    return spans
+
+
+def _max_overlap(spans: List[Tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    best = current = 0
+    for _, delta in events:
+        current += delta
+        best = max(best, current)
+    return best
+
+
+SPAN_TASK = (
+    'sh -c \'s=$(python3 -c "import time; print(time.time())"); sleep {sleep}; '
+    'e=$(python3 -c "import time; print(time.time())"); echo "$s $e" > spans/{name}.span\''
+)
+
+
+def test_parallel_bound_is_reached_and_never_exceeded(orch: Orch) -> None:
+    (orch.workdir / "spans").mkdir()
+    tasks = "\n".join(
+        f"  - id: t{i}\n    cmd: {json.dumps(SPAN_TASK.format(sleep=0.4, name=f't{i}'))}"
+        for i in range(8)
+    )
+    plan = orch.plan(f"tasks:\n{tasks}\n")
+    proc = orch.run("run", plan, "--max-parallel", "3")
+    assert proc.returncode == 0, proc.stderr
+    spans = _intervals(orch.workdir / "spans")
+    assert len(spans) == 8
+    assert _max_overlap(spans) == 3
+
+
+def test_dependency_order_and_run_id_first(orch: Orch) -> None:
+    (orch.workdir / "spans").mkdir()
+    plan = orch.plan(
+        f"""
+        tasks:
+          - id: c
+            cmd: {json.dumps(SPAN_TASK.format(sleep=0.1, name="c"))}
+            depends_on: [b]
+          - id: a
+            cmd: {json.dumps(SPAN_TASK.format(sleep=0.2, name="a"))}
+          - id: b
+            cmd: {json.dumps(SPAN_TASK.format(sleep=0.1, name="b"))}
+            depends_on: [a]
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 0, proc.stderr
+    run_id = run_id_of(proc.stdout)
+    spans = {p.stem: p.read_text().split() for p in (orch.workdir / "spans").glob("*.span")}
+    assert float(spans["a"][1]) <= float(spans["b"][0])
+    assert float(spans["b"][1]) <= float(spans["c"][0])
+    state = orch.state(run_id)
+    assert state["status"] == "SUCCESS"
+    assert list(state["tasks"]) == ["c", "a", "b"]
+
+
+def test_failure_skips_dependents_and_independent_branch_goes_on(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: bad
+            cmd: ["sh", "-c", "echo oops >&2; exit 7"]
+          - id: child
+            cmd: ["true"]
+            depends_on: [bad]
+          - id: grandchild
+            cmd: ["true"]
+            depends_on: [child]
+          - id: other
+            cmd: ["sh", "-c", "sleep 0.3"]
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 3, proc.stderr
+    tasks = orch.state(run_id_of(proc.stdout))["tasks"]
+    assert tasks["bad"]["status"] == "FAILED"
+    assert tasks["bad"]["exit_code"] == 7
+    for skipped in ("child", "grandchild"):
+        assert tasks[skipped]["status"] == "SKIPPED"
+        assert tasks[skipped]["skip_reason"] == "dependency_not_success"
+        assert tasks[skipped]["attempts"] == 0
+    assert tasks["other"]["status"] == "SUCCESS"
+
+
+def test_fail_fast_lets_running_finish_and_skips_the_rest(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: slow
+            cmd: ["sh", "-c", "sleep 0.8; echo done > slow.txt"]
+          - id: bad
+            cmd: ["sh", "-c", "sleep 0.1; exit 1"]
+          - id: later1
+            cmd: ["true"]
+          - id: later2
+            cmd: ["true"]
+        """
+    )
+    proc = orch.run("run", plan, "--max-parallel", "2", "--fail-fast")
+    assert proc.returncode == 3, proc.stderr
+    tasks = orch.state(run_id_of(proc.stdout))["tasks"]
+    assert tasks["slow"]["status"] == "SUCCESS"
+    assert (orch.workdir / "slow.txt").exists()
+    assert tasks["bad"]["status"] == "FAILED"
+    for name in ("later1", "later2"):
+        assert tasks[name]["status"] == "SKIPPED"
+        assert tasks[name]["skip_reason"] == "fail_fast"
+
+
+def test_retries_count_and_backoff(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: flaky
+            cmd: ["sh", "-c", "date +%s.%N >> times.txt; n=$(wc -l < times.txt); [ $n -ge 3 ]"]
+            retries: 3
+            retry_backoff_sec: [0.3, 0.6]
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 0, proc.stderr
+    task = orch.state(run_id_of(proc.stdout))["tasks"]["flaky"]
+    assert task["status"] == "SUCCESS"
+    assert task["attempts"] == 3
+    assert [h["exit_code"] for h in task["history"]] == [1, 1, 0]
+    times = [float(t) for t in (orch.workdir / "times.txt").read_text().split()]
+    assert times[1] - times[0] >= 0.3
+    assert times[2] - times[1] >= 0.6
+
+
+def test_retries_exhausted_is_failed_with_all_attempts(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: always
+            cmd: ["sh", "-c", "echo attempt $ORCH_ATTEMPT; exit 2"]
+            retries: 2
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 3
+    run_id = run_id_of(proc.stdout)
+    task = orch.state(run_id)["tasks"]["always"]
+    assert task["status"] == "FAILED"
+    assert task["attempts"] == 3
+    assert task["exit_code"] == 2
+    logs = orch.run("logs", run_id, "--task", "always", "--stream", "stdout", "--attempt", "2")
+    assert logs.returncode == 0, logs.stderr
+    assert "attempt 2" in logs.stdout
+    assert "attempt 1" not in logs.stdout.replace("attempt 1 ", "")
+    assert "attempt 3" not in logs.stdout
+
+
+def test_timeout_kills_the_whole_group_including_grandchildren(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: hang
+            cmd: ["sh", "-c", "sleep 60 & echo $! > grandchild.pid; wait"]
+            timeout_sec: 0.5
+        """
+    )
+    began = time.monotonic()
+    proc = orch.run("run", plan)
+    assert proc.returncode == 3, proc.stderr
+    assert time.monotonic() - began < 20
+    task = orch.state(run_id_of(proc.stdout))["tasks"]["hang"]
+    assert task["status"] == "FAILED"
+    assert task["timed_out"] is True
+    pid = int((orch.workdir / "grandchild.pid").read_text())
+    _assert_gone(pid)
+
+
+def _assert_gone(pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        stat_path = Path(f"/proc/{pid}/stat")
+        if stat_path.exists() and stat_path.read_text().split(")")[-1].split()[0] == "Z":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} survived")
+
+
+def test_stdin_is_at_eof(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: reader
+            cmd: ["sh", "-c", "cat > got.txt; echo read-done"]
+            timeout_sec: 10
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 0, proc.stderr
+    assert (orch.workdir / "got.txt").read_text() == ""
+
+
+def test_missing_program_and_cwd_fail_the_task_not_orch(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: noprog
+            cmd: ["definitely-not-a-program-xyz"]
+          - id: nocwd
+            cmd: ["true"]
+            cwd: "no/such/dir"
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    tasks = orch.state(run_id_of(proc.stdout))["tasks"]
+    assert tasks["noprog"]["status"] == "FAILED"
+    assert "definitely-not-a-program-xyz" in tasks["noprog"]["error"]
+    assert "definitely-not-a-program-xyz" in Path(tasks["noprog"]["stderr_path"]).read_text()
+    assert tasks["nocwd"]["status"] == "FAILED"
+    assert tasks["nocwd"]["error"]
+
+
+def test_state_fields_env_and_private_run_dir(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        goal: "check fields"
+        tasks:
+          - id: envtask
+            cmd: ["sh", "-c", "echo $ORCH_TASK_ID $ORCH_ATTEMPT $SECRET_TOKEN; test -f \\"$ORCH_CONTEXT\\""]
+            env: {SECRET_TOKEN: "hunter2-value"}
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 0, proc.stderr
+    run_id = run_id_of(proc.stdout)
+    state = orch.state(run_id)
+    assert STATE_FIELDS <= set(state)
+    assert state["goal"] == "check fields"
+    assert state["max_parallel"] == 4 and state["fail_fast"] is False
+    task = state["tasks"]["envtask"]
+    assert TASK_FIELDS <= set(task)
+    assert task["attempts"] == 1 and task["exit_code"] == 0 and task["timed_out"] is False
+    assert task["duration_sec"] >= 0
+    out = Path(task["stdout_path"]).read_text()
+    assert "envtask 1 hunter2-value" in out
+    run_dir = orch.run_dir(run_id)
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((run_dir / "state.json").stat().st_mode) == 0o600
+    # The env value reaches the task only: not state, report, progress or status.
+    for text in (
+        (run_dir / "state.json").read_text(),
+        (run_dir / "report" / "final_report.md").read_text(),
+        proc.stderr,
+        orch.run("status", run_id).stdout,
+        orch.run("status", run_id, "--json").stdout,
+    ):
+        assert "hunter2-value" not in text
+
+
+def test_invalid_plan_exits_2_and_creates_no_run(orch: Orch) -> None:
+    plan = orch.plan("tasks:\n  - id: a\n    cmd: []\n")
+    proc = orch.run("run", plan)
+    assert proc.returncode == 2
+    assert "plan.yaml:3:" in proc.stderr
+    assert not (orch.home / "runs").exists()
+
+
+def test_status_list_and_report(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        goal: "report me"
+        tasks:
+          - id: ok
+            cmd: ["true"]
+          - id: bad
+            cmd: ["sh", "-c", "echo the-error-line >&2; exit 1"]
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 3
+    run_id = run_id_of(proc.stdout)
+    status = orch.run("status", run_id)
+    assert status.returncode == 0 and "bad" in status.stdout and "FAILED" in status.stdout
+    as_json = json.loads(orch.run("status", run_id, "--json").stdout)
+    assert as_json["tasks"]["ok"]["status"] == "SUCCESS"
+    listing = orch.run("list")
+    assert run_id in listing.stdout and "report me" in listing.stdout
+    listed = json.loads(orch.run("list", "--json").stdout)
+    assert listed[0]["run_id" if "run_id" in listed[0] else "id"] == run_id
+    report = (orch.run_dir(run_id) / "report" / "final_report.md").read_text()
+    assert "the-error-line" in report
+    assert "```mermaid" in report
+
+
+def test_unknown_and_malformed_run_ids_exit_2(orch: Orch) -> None:
+    for bad in ("../x", "/etc", "a/..", "20260101_000000_abcdef", "x" * 10000):
+        for command in (["status", bad], ["logs", bad], ["cancel", bad], ["resume", bad]):
+            proc = orch.run(*command)
+            assert proc.returncode == 2, (command, proc.stderr)
+            assert "Traceback" not in proc.stderr
+            assert proc.stderr.strip()
+
+
+def test_state_json_always_parses_during_a_500_task_run(orch: Orch) -> None:
+    tasks = "\n".join(f"  - id: t{i}\n    cmd: [\"true\"]" for i in range(500))
+    plan = orch.plan(f"tasks:\n{tasks}\n")
+    runner = orch.popen("run", plan, "--max-parallel", "8")
+    assert runner.stdout is not None
+    run_id = run_id_of(runner.stdout.readline())
+    state_path = orch.run_dir(run_id) / "state.json"
+    reads = 0
+    stop = threading.Event()
+    errors: List[str] = []
+
+    def hammer() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                json.loads(state_path.read_bytes())
+                reads += 1
+            except ValueError as err:
+                errors.append(str(err))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        assert runner.wait(timeout=120) == 0
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    assert reads > 10
+    assert orch.state(run_id)["status"] == "SUCCESS"
+
+
+def test_big_output_keeps_orch_memory_small(orch: Orch) -> None:
+    plan = orch.plan(
+        """
+        tasks:
+          - id: spam
+            cmd: ["sh", "-c", "head -c 200000000 /dev/zero"]
+        """
+    )
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "orch", "run", plan, "--home", str(orch.home)],
+        cwd=str(orch.workdir),
+        env=orch_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert usage.ru_maxrss < 60 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
+    run_dir = next((orch.home / "runs").iterdir())
+    assert (run_dir / "logs" / "spam.out.log").stat().st_size > 200_000_000
