@@ -60,8 +60,8 @@ def _add_home(p: argparse.ArgumentParser) -> None:
 
 
 def _home(args: argparse.Namespace) -> str:
-    home: Optional[str] = args.home or os.environ.get("ORCH_HOME") or ".orch"
-    return os.path.abspath(home)
+    home = args.home or os.environ.get("ORCH_HOME") or ".orch"
+    return os.path.abspath(str(home))
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -249,8 +249,8 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     if args.follow:
         if not args.task:
             raise UsageError("--follow needs --task ID")
-        if args.stream == "both":
-            raise UsageError("--follow takes one stream: --stream stdout or --stream stderr")
+        if args.attempt is not None:
+            raise UsageError("--follow cannot be combined with --attempt")
 
         def read() -> dict:  # type: ignore[type-arg]
             current = store.read_state(run_dir)
@@ -389,7 +389,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # `orch logs ... | head` closing the pipe early is not an error.
         _silence_stdout()
         return EXIT_OK
-    except Exception as err:  # noqa: BLE001 - the one place that turns bugs into exit 1
+    except Exception as err:
         sys.stderr.write(f"orch: internal error: {type(err).__name__}: {err}\n")
         return EXIT_INTERNAL
 

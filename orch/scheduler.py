@@ -8,6 +8,7 @@ notice a stop request and to release tasks whose retry backoff is over.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import queue
@@ -108,6 +109,7 @@ class Scheduler:
         self._in_flight = 0  # attempts handed to workers, started or not
         self._execution_attempts: Dict[str, int] = {}
         self._execution_started: Dict[str, float] = {}
+        self._last_attempt: Dict[str, int] = {}  # the last attempt number this execution may use
         self._events: queue.Queue[Tuple[str, Union[_Outcome, BaseException]]] = queue.Queue()
         self._cancel = threading.Event()
         self._canceling = False
@@ -220,9 +222,16 @@ class Scheduler:
         in_execution = self._execution_attempts.get(task.id, 0) + 1
         self._execution_attempts[task.id] = in_execution
         spec = self._spec(task, number)
-        started = start_attempt(spec)
+        started: Union[Attempt, AttemptResult]
+        try:
+            self._write_context(task, number, spec.env["ORCH_CONTEXT"])
+        except OSError as err:
+            started = _failure(f"cannot write the task context: {err.strerror or err}")
+        else:
+            started = start_attempt(spec)
         fields: Dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": number}
         if in_execution == 1:
+            self._last_attempt[task.id] = number + task.retries
             self._execution_started[task.id] = started.started_at
             fields["started_at"] = _iso(started.started_at)
         self._store.update_task(task.id, fields)
@@ -232,23 +241,29 @@ class Scheduler:
         else:
             self._store.add_attempt(task.id, _failed_start_entry(number, started))
         self._in_flight += 1
-        self._progress.task_started(task.id, number)
+        self._progress.task_started(task.id, number, self._last_attempt[task.id])
         future = pool.submit(self._attempt_worker, task, spec, started)
-        future.add_done_callback(lambda f, tid=task.id: self._events.put((tid, _outcome(f))))
+        future.add_done_callback(functools.partial(self._on_done, task.id))
 
-    def _spec(self, task: Task, number: int) -> AttemptSpec:
-        run_dir = self._store.run_dir
+    def _on_done(self, task_id: str, future: Future[_Outcome]) -> None:
+        """Called in the worker thread: hand the outcome to the loop, which wakes at once."""
+        self._events.put((task_id, _outcome(future)))
+
+    def _write_context(self, task: Task, number: int, path: str) -> None:
         tasks = self._state["tasks"]
-        context_path = os.path.join(run_dir, "context", f"{task.id}.json")
         artifacts.write_context(
-            context_path,
+            path,
             run_id=self._store.run_id,
             task_id=task.id,
             attempt=number,
-            run_dir=run_dir,
+            run_dir=self._store.run_dir,
             artifacts_dir=self._base_env["ORCH_ARTIFACTS_DIR"],
             dependencies={dep: tasks[dep] for dep in task.depends_on},
         )
+
+    def _spec(self, task: Task, number: int) -> AttemptSpec:
+        tasks = self._state["tasks"]
+        context_path = artifacts.context_path(self._store.run_dir, task.id)
         env = dict(self._base_env)
         env.update(task.env)
         env["ORCH_TASK_ID"] = task.id
@@ -282,6 +297,7 @@ class Scheduler:
                 self._base_env["ORCH_ARTIFACTS_DIR"],
                 self._state.get("artifacts_dir"),
                 task.id,
+                exclude=[self._state["home"]],
             )
         return result, collected
 
@@ -293,19 +309,7 @@ class Scheduler:
         task = self._tasks[task_id]
         if isinstance(outcome, BaseException):
             # A bug in a worker must not take the run down: the task fails, visibly.
-            now = time.time()
-            result = AttemptResult(
-                exit_code=None,
-                signal=None,
-                timed_out=False,
-                canceled=False,
-                error=f"orch internal error: {outcome!r}",
-                started_at=now,
-                ended_at=now,
-                pid=None,
-                stdout_offset=0,
-                stderr_offset=0,
-            )
+            result = _failure(f"orch internal error: {outcome!r}")
             collected = None
         else:
             result, collected = outcome
@@ -353,7 +357,11 @@ class Scheduler:
         self._store.update_task(task.id, {"status": TaskStatus.PENDING.value})
         heapq.heappush(self._backoff, (time.monotonic() + delay, self._order[task.id], task.id))
         self._progress.task_retrying(
-            task.id, next_attempt, delay, describe(result, task.timeout_sec)
+            task.id,
+            int(self._state["tasks"][task.id]["attempts"]) + 1,
+            delay,
+            describe(result, task.timeout_sec),
+            self._last_attempt[task.id],
         )
 
     def _finish(
@@ -384,7 +392,9 @@ class Scheduler:
             status.value,
             int(entry["attempts"]),
             fields.get("duration_sec") or 0.0,
-            "" if status is TaskStatus.SUCCESS else describe(result, self._tasks[task_id].timeout_sec),
+            ""
+            if status is TaskStatus.SUCCESS
+            else describe(result, self._tasks[task_id].timeout_sec),
         )
         if status is TaskStatus.SUCCESS:
             self._release_dependents(task_id)
@@ -472,6 +482,23 @@ class Scheduler:
         return RunStatus.FAILED
 
 
+def _failure(error: str) -> AttemptResult:
+    """The result of an attempt that never got a process."""
+    now = time.time()
+    return AttemptResult(
+        exit_code=None,
+        signal=None,
+        timed_out=False,
+        canceled=False,
+        error=error,
+        started_at=now,
+        ended_at=now,
+        pid=None,
+        stdout_offset=0,
+        stderr_offset=0,
+    )
+
+
 def _pending_fields() -> Dict[str, Any]:
     return {
         "status": TaskStatus.PENDING.value,
@@ -523,7 +550,7 @@ def _failed_start_entry(number: int, result: AttemptResult) -> Dict[str, Any]:
     }
 
 
-def _outcome(future: "Future[_Outcome]") -> Union[_Outcome, BaseException]:
+def _outcome(future: Future[_Outcome]) -> Union[_Outcome, BaseException]:
     error = future.exception()
     return error if error is not None else future.result()
 
