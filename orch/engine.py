@@ -92,7 +92,11 @@ def cancel_run(*, home: str, run_id: str) -> str:
         fd = os.open(os.path.join(run_dir, store_mod.CANCEL_FILE), os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
         return f"cancel requested: {run_id}"
-    if state["status"] in (RunStatus.SUCCESS.value, RunStatus.FAILED.value, RunStatus.CANCELED.value):
+    if state["status"] in (
+        RunStatus.SUCCESS.value,
+        RunStatus.FAILED.value,
+        RunStatus.CANCELED.value,
+    ):
         return f"run {run_id} already finished ({state['status']}); nothing to cancel"
     # Interrupted: its orch died. End what it left behind and close the run as CANCELED.
     run = store_mod.open_run(home, run_id)
@@ -129,9 +133,7 @@ def _execute(run: store_mod.RunStore, plan: Plan, selected: Set[str], max_parall
     run.clear_cancel_request()
     began = store_mod.now_iso()
     try:
-        run.update_run(
-            {"status": RunStatus.RUNNING.value, "started_at": began, "ended_at": None}
-        )
+        run.update_run({"status": RunStatus.RUNNING.value, "started_at": began, "ended_at": None})
         run.flush()
         scheduler = Scheduler(
             plan,

@@ -237,9 +237,7 @@ class Scheduler:
         self._store.update_task(task.id, fields)
         if isinstance(started, Attempt):
             self._running[task.id] = started
-            self._store.add_attempt(task.id, _attempt_entry(number, started))
-        else:
-            self._store.add_attempt(task.id, _failed_start_entry(number, started))
+        self._store.add_attempt(task.id, _attempt_entry(number, started))
         self._in_flight += 1
         self._progress.task_started(task.id, number, self._last_attempt[task.id])
         future = pool.submit(self._attempt_worker, task, spec, started)
@@ -514,10 +512,12 @@ def _pending_fields() -> Dict[str, Any]:
     }
 
 
-def _attempt_entry(number: int, attempt: Attempt) -> Dict[str, Any]:
+def _attempt_entry(number: int, started: Union[Attempt, AttemptResult]) -> Dict[str, Any]:
+    """The history entry of an attempt as it starts (or fails to start)."""
+    attempt = started if isinstance(started, Attempt) else None
     return {
         "attempt": number,
-        "started_at": _iso(attempt.started_at),
+        "started_at": _iso(started.started_at),
         "ended_at": None,
         "duration_sec": None,
         "exit_code": None,
@@ -525,28 +525,10 @@ def _attempt_entry(number: int, attempt: Attempt) -> Dict[str, Any]:
         "timed_out": False,
         "canceled": False,
         "error": None,
-        "pid": attempt.pid,
-        "identity": attempt.identity,
-        "stdout_offset": attempt.stdout_offset,
-        "stderr_offset": attempt.stderr_offset,
-    }
-
-
-def _failed_start_entry(number: int, result: AttemptResult) -> Dict[str, Any]:
-    return {
-        "attempt": number,
-        "started_at": _iso(result.started_at),
-        "ended_at": None,
-        "duration_sec": None,
-        "exit_code": None,
-        "signal": None,
-        "timed_out": False,
-        "canceled": False,
-        "error": None,
-        "pid": None,
-        "identity": None,
-        "stdout_offset": result.stdout_offset,
-        "stderr_offset": result.stderr_offset,
+        "pid": attempt.pid if attempt else None,
+        "identity": attempt.identity if attempt else None,
+        "stdout_offset": started.stdout_offset,
+        "stderr_offset": started.stderr_offset,
     }
 
 
