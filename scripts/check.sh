@@ -26,5 +26,15 @@ echo "== ruff check ."
 ruff check .
 echo "== mypy (strict) on orch"
 mypy
+# The report tests parse our Mermaid with the real Mermaid library under Node when it is
+# installed; without node they skip with a visible reason.
+mermaid_prefix=${ORCH_MERMAID_PREFIX:-/tmp/mermaid-node}
+export ORCH_MERMAID_NODE_MODULES="$mermaid_prefix/node_modules"
+if command -v npm >/dev/null 2>&1 && [ ! -d "$ORCH_MERMAID_NODE_MODULES/mermaid" ]; then
+  echo "== installing mermaid + jsdom into $mermaid_prefix (test-only)"
+  npm install --silent --no-audit --no-fund --prefix "$mermaid_prefix" mermaid jsdom >/dev/null 2>&1 \
+    || echo "   (npm install failed: the Mermaid tests will skip)"
+fi
+
 echo "== pytest"
 pytest -q
