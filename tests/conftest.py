@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -92,3 +92,33 @@ def read_json(path: Path) -> Any:
 @pytest.fixture
 def orch(tmp_path: Path) -> Orch:
     return Orch(tmp_path)
+
+
+_PEAK_RSS_WRAPPER = """
+import os, subprocess, sys
+with open(sys.argv[1], "wb") as out:
+    proc = subprocess.Popen(sys.argv[2:], stdout=out, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+print(code, usage.ru_maxrss)
+"""
+
+
+def peak_rss_kib(
+    argv: List[str], cwd: Path, env: Dict[str, str], stdout_path: Path
+) -> Tuple[int, int]:
+    """Exit code and peak RSS (KiB) of ``argv``, measured from a small fresh parent.
+
+    Linux keeps ru_maxrss across exec, and a child forked straight from pytest starts from
+    pytest's own (large) resident size; a small intermediate process makes the figure orch's.
+    """
+    done = subprocess.run(
+        [PYTHON, "-c", _PEAK_RSS_WRAPPER, str(stdout_path), *argv],
+        cwd=str(cwd),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, rss = done.stdout.split()
+    return int(code), int(rss)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import List, Tuple
 
-from conftest import PYTHON, Orch, orch_env, run_id_of
+from conftest import PYTHON, Orch, orch_env, peak_rss_kib, run_id_of
 
 STATE_FIELDS = {
     "schema_version",
@@ -395,15 +394,13 @@ def test_big_output_keeps_orch_memory_small(orch: Orch) -> None:
             cmd: ["sh", "-c", "head -c 200000000 /dev/zero"]
         """
     )
-    proc = subprocess.Popen(
+    code, rss_kib = peak_rss_kib(
         [PYTHON, "-m", "orch", "run", plan, "--home", str(orch.home)],
-        cwd=str(orch.workdir),
-        env=orch_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        orch.workdir,
+        orch_env(),
+        orch.workdir / "orch.out",
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert usage.ru_maxrss < 60 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
+    assert code == 0
+    assert rss_kib < 60 * 1024, f"peak RSS {rss_kib} KiB"
     run_dir = next((orch.home / "runs").iterdir())
     assert (run_dir / "logs" / "spam.out.log").stat().st_size > 200_000_000

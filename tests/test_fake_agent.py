@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from conftest import peak_rss_kib
 
 AGENT = str(Path(__file__).resolve().parent.parent / "tools" / "fake_agent.py")
 
@@ -123,24 +124,13 @@ def test_spam_bytes_writes_exactly_n_bytes(n: int) -> None:
 
 def test_spam_bytes_does_not_hold_the_output_in_memory(tmp_path: Path) -> None:
     size = 200 * 1024 * 1024
-    # Run the agent in a wrapper that reports the process's own peak RSS on exit.
-    wrapper = (
-        "import resource, runpy, sys\n"
-        f"sys.argv = [{AGENT!r}, 'build', '--spam-bytes', '{size}']\n"
-        "try:\n"
-        f"    runpy.run_path({AGENT!r}, run_name='__main__')\n"
-        "finally:\n"
-        "    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-    )
     out = tmp_path / "out"
-    with open(out, "wb") as f:
-        proc = subprocess.run(
-            [sys.executable, "-c", wrapper], stdout=f, stderr=subprocess.PIPE, check=False
-        )
-    assert proc.returncode == 0, proc.stderr
+    code, peak_kib = peak_rss_kib(
+        [sys.executable, AGENT, "build", "--spam-bytes", str(size)], tmp_path, dict(os.environ), out
+    )
+    assert code == 0
     assert out.stat().st_size > size
-    peak = int(proc.stderr.decode().split("maxrss ")[1])  # KiB; bytes on macOS
-    peak_mib = peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    peak_mib = peak_kib / (1024 * 1024) if sys.platform == "darwin" else peak_kib / 1024
     assert peak_mib < 100
 
 
