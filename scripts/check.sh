@@ -38,3 +38,12 @@ fi
 
 echo "== pytest"
 pytest -q
+
+echo "== zipapp: dist/orch.pyz"
+python scripts/build_zipapp.py
+echo "== version matrix: the zipapp under every CPython 3.8-3.13 found"
+python scripts/version_matrix.py --pyz dist/orch.pyz
+echo "== DoD runtime check (tools/dod_check.py --skip-quality-gates)"
+dod_home=$(mktemp -d)
+python tools/dod_check.py --skip-quality-gates --home "$dod_home"
+rm -rf "$dod_home"
