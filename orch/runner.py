@@ -27,6 +27,7 @@ __all__ = [
     "Attempt",
     "AttemptResult",
     "AttemptSpec",
+    "failed_result",
     "kill_group_if_alive",
     "process_identity",
     "run_attempt",
@@ -401,11 +402,11 @@ def start_attempt(spec: AttemptSpec) -> Union[Attempt, AttemptResult]:
                 fds.append(fd)
         except OSError as exc:
             error = f"cannot open log {exc.filename or ''}: {exc.strerror or exc}"
-            return _failed(error, started_at, offsets)
+            return failed_result(error, started_at, offsets)
         spawned = _spawn(spec, fds[0], fds[1])
         if isinstance(spawned, str):
             _write_quietly(fds[1], f"orch: {spawned}\n")
-            return _failed(spawned, started_at, offsets)
+            return failed_result(spawned, started_at, offsets)
         return Attempt(spawned, started_at, time.monotonic(), offsets[0], offsets[1])
     finally:
         # The child holds its own copies; orch keeps no descriptor and no pipe.
@@ -449,15 +450,19 @@ def _write_quietly(fd: int, text: str) -> None:
         os.write(fd, text.encode("utf-8", "replace"))
 
 
-def _failed(error: str, started_at: float, offsets: Sequence[int]) -> AttemptResult:
+def failed_result(
+    error: str, started_at: Optional[float] = None, offsets: Sequence[int] = (0, 0)
+) -> AttemptResult:
+    """The result of an attempt that never got a process."""
+    ended_at = time.time()
     return AttemptResult(
         exit_code=None,
         signal=None,
         timed_out=False,
         canceled=False,
         error=error,
-        started_at=started_at,
-        ended_at=time.time(),
+        started_at=ended_at if started_at is None else started_at,
+        ended_at=ended_at,
         pid=None,
         stdout_offset=offsets[0],
         stderr_offset=offsets[1],

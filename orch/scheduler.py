@@ -22,7 +22,14 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 from orch import artifacts
 from orch.model import Plan, RunStatus, SkipReason, Task, TaskStatus
 from orch.progress import Progress
-from orch.runner import Attempt, AttemptResult, AttemptSpec, start_attempt, supervise
+from orch.runner import (
+    Attempt,
+    AttemptResult,
+    AttemptSpec,
+    failed_result,
+    start_attempt,
+    supervise,
+)
 from orch.store import RunStore
 
 __all__ = ["Scheduler", "StopRequest"]
@@ -226,7 +233,7 @@ class Scheduler:
         try:
             self._write_context(task, number, spec.env["ORCH_CONTEXT"])
         except OSError as err:
-            started = _failure(f"cannot write the task context: {err.strerror or err}")
+            started = failed_result(f"cannot write the task context: {err.strerror or err}")
         else:
             started = start_attempt(spec)
         fields: Dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": number}
@@ -307,7 +314,7 @@ class Scheduler:
         task = self._tasks[task_id]
         if isinstance(outcome, BaseException):
             # A bug in a worker must not take the run down: the task fails, visibly.
-            result = _failure(f"orch internal error: {outcome!r}")
+            result = failed_result(f"orch internal error: {outcome!r}")
             collected = None
         else:
             result, collected = outcome
@@ -480,35 +487,24 @@ class Scheduler:
         return RunStatus.FAILED
 
 
-def _failure(error: str) -> AttemptResult:
-    """The result of an attempt that never got a process."""
-    now = time.time()
-    return AttemptResult(
-        exit_code=None,
-        signal=None,
-        timed_out=False,
-        canceled=False,
-        error=error,
-        started_at=now,
-        ended_at=now,
-        pid=None,
-        stdout_offset=0,
-        stderr_offset=0,
-    )
+# The result fields of a task or attempt that has not ended.
+_NO_RESULT: Dict[str, Any] = {
+    "ended_at": None,
+    "duration_sec": None,
+    "exit_code": None,
+    "signal": None,
+    "timed_out": False,
+    "canceled": False,
+    "error": None,
+}
 
 
 def _pending_fields() -> Dict[str, Any]:
     return {
         "status": TaskStatus.PENDING.value,
         "started_at": None,
-        "ended_at": None,
-        "duration_sec": None,
-        "exit_code": None,
-        "signal": None,
-        "timed_out": False,
-        "canceled": False,
         "skip_reason": None,
-        "error": None,
+        **_NO_RESULT,
     }
 
 
@@ -518,13 +514,7 @@ def _attempt_entry(number: int, started: Union[Attempt, AttemptResult]) -> Dict[
     return {
         "attempt": number,
         "started_at": _iso(started.started_at),
-        "ended_at": None,
-        "duration_sec": None,
-        "exit_code": None,
-        "signal": None,
-        "timed_out": False,
-        "canceled": False,
-        "error": None,
+        **_NO_RESULT,
         "pid": attempt.pid if attempt else None,
         "identity": attempt.identity if attempt else None,
         "stdout_offset": started.stdout_offset,
