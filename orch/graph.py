@@ -10,7 +10,14 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from orch.model import Plan
 
-__all__ = ["STATUS_COLORS", "find_cycles", "to_dot", "to_mermaid", "waves"]
+__all__ = [
+    "STATUS_COLORS",
+    "find_cycles",
+    "mermaid_flowchart",
+    "to_dot",
+    "to_mermaid",
+    "waves",
+]
 
 # status -> (fill, stroke, text colour); light fills keep the black-on-colour labels readable.
 STATUS_COLORS: Dict[str, Tuple[str, str, str]] = {
@@ -95,13 +102,17 @@ def _status_name(status: object) -> str:
     return str(getattr(status, "value", status))
 
 
-def _edges(plan: Plan) -> Iterator[Tuple[str, str]]:
-    """(dependency, dependent) pairs in plan order, each once; unknown ids skipped."""
-    known = {task.id for task in plan.tasks}
-    for task in plan.tasks:
-        for dep in dict.fromkeys(task.depends_on):
+def _edges(nodes: Sequence[Tuple[str, Sequence[str]]]) -> Iterator[Tuple[str, str]]:
+    """(dependency, dependent) pairs in order, each once; unknown ids skipped."""
+    known = {task_id for task_id, _ in nodes}
+    for task_id, depends_on in nodes:
+        for dep in dict.fromkeys(depends_on):
             if dep in known:
-                yield dep, task.id
+                yield dep, task_id
+
+
+def _plan_nodes(plan: Plan) -> List[Tuple[str, Sequence[str]]]:
+    return [(task.id, task.depends_on) for task in plan.tasks]
 
 
 _MERMAID_ENTITIES = {'"': "#quot;", "#": "#35;", "<": "#lt;", ">": "#gt;", "&": "#amp;"}
@@ -120,31 +131,40 @@ def _mermaid_text(text: str) -> str:
     return "".join(out)
 
 
-def to_mermaid(plan: Plan, statuses: Optional[Mapping[str, object]] = None) -> str:
-    """The DAG as a Mermaid flowchart (edges point from a dependency to its dependent).
+def mermaid_flowchart(
+    nodes: Sequence[Tuple[str, Sequence[str]]], statuses: Optional[Mapping[str, object]] = None
+) -> Tuple[List[str], int]:
+    """Flowchart lines for ``(task id, depends_on)`` pairs, and the number of edges drawn.
 
-    Node ids are ``t0, t1, ...`` in plan order, so any task id is safe; the real id is the
-    quoted label. With ``statuses`` each node shows its status and takes its colour class.
+    Shared by ``orch graph`` (from a plan) and the final report (from stored state alone).
+    Node ids are ``t0, t1, ...`` in order, so any task id is safe; the real id is the quoted
+    label. With ``statuses`` each node shows its status and takes its colour class.
     """
-    node = {task.id: f"t{i}" for i, task in enumerate(plan.tasks)}
+    node = {task_id: f"t{i}" for i, (task_id, _) in enumerate(nodes)}
     lines = ["flowchart LR"]
     used: List[str] = []
-    for task in plan.tasks:
-        label = _mermaid_text(task.id)
+    for task_id, _ in nodes:
+        label = _mermaid_text(task_id)
         css = ""
-        if statuses is not None and task.id in statuses:
-            status = _status_name(statuses[task.id])
+        if statuses is not None and task_id in statuses:
+            status = _status_name(statuses[task_id])
             label += "<br/>" + _mermaid_text(status)
             if status in STATUS_COLORS:
                 css = ":::" + status.lower()
                 used.append(status)
-        lines.append(f'    {node[task.id]}["{label}"]{css}')
-    lines.extend(f"    {node[dep]} --> {node[task_id]}" for dep, task_id in _edges(plan))
+        lines.append(f'    {node[task_id]}["{label}"]{css}')
+    edges = [f"    {node[dep]} --> {node[task_id]}" for dep, task_id in _edges(nodes)]
+    lines.extend(edges)
     for status in STATUS_COLORS:
         if status in used:
             fill, stroke, color = STATUS_COLORS[status]
             lines.append(f"    classDef {status.lower()} fill:{fill},stroke:{stroke},color:{color}")
-    return "\n".join(lines) + "\n"
+    return lines, len(edges)
+
+
+def to_mermaid(plan: Plan, statuses: Optional[Mapping[str, object]] = None) -> str:
+    """The DAG as a Mermaid flowchart (edges point from a dependency to its dependent)."""
+    return "\n".join(mermaid_flowchart(_plan_nodes(plan), statuses)[0]) + "\n"
 
 
 def _dot_string(text: str) -> str:
@@ -169,7 +189,8 @@ def to_dot(plan: Plan, statuses: Optional[Mapping[str, object]] = None) -> str:
             attrs.append(f'style=filled, fillcolor="{fill}", color="{stroke}", fontcolor="{color}"')
         lines.append(f"    {name} [{', '.join(attrs)}];")
     lines.extend(
-        f"    {_dot_string(dep)} -> {_dot_string(task_id)};" for dep, task_id in _edges(plan)
+        f"    {_dot_string(dep)} -> {_dot_string(task_id)};"
+        for dep, task_id in _edges(_plan_nodes(plan))
     )
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ import signal
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from orch.graph import STATUS_COLORS
+from orch import graph
 
 __all__ = [
     "effective_status",
@@ -56,8 +56,6 @@ _MERMAID_MAX_TEXT = 50_000
 _MERMAID_MAX_EDGES = 500
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~&!])")
 _BACKTICKS = re.compile(r"`+")
-_LABEL_ESCAPES = {'"': "#quot;", "#": "#35;", "<": "#lt;", ">": "#gt;", "&": "#amp;"}
-_LABEL_SPECIAL = re.compile(r'["#<>&`\x00-\x1f\x7f-\x9f]')
 _GANTT_UNSAFE = re.compile(r"[^A-Za-z0-9._\- ]")
 _CONTROLS = {code: " " for code in (*range(32), *range(127, 160))}
 _LOG_CONTROLS = {code: None for code in _CONTROLS if code != 9}
@@ -691,36 +689,11 @@ def mermaid_gantt(state: State) -> str:
     return "\n".join(_gantt_lines(state)[0]) + "\n"
 
 
-def _label(text: str) -> str:
-    # Inside a quoted label Mermaid decodes #name; and #123; entities: the only safe spelling of
-    # '"', and the one that keeps a backtick from opening a Markdown string.
-    return _LABEL_SPECIAL.sub(
-        lambda m: _LABEL_ESCAPES.get(m.group(0)) or f"#{ord(m.group(0))};", text
-    )
-
-
 def _flowchart_lines(tasks: Mapping[str, Mapping[str, Any]]) -> Tuple[List[str], int]:
-    """The same drawing as `orch graph RUN_ID` (orch.graph.to_mermaid), from the state alone."""
-    # Task ids are not Mermaid-safe node ids (dots, dashes, keywords like `end`): number them.
-    node = {task_id: f"t{i}" for i, task_id in enumerate(tasks)}
-    lines = ["flowchart LR"]
-    by_status: Dict[str, List[str]] = {}
-    for task_id, task in tasks.items():
-        status = str(task.get("status") or "PENDING")
-        lines.append(f'    {node[task_id]}["{_label(task_id)}<br/>{_label(status)}"]')
-        by_status.setdefault(status, []).append(node[task_id])
-    edges = 0
-    for task_id, task in tasks.items():
-        for dep in dict.fromkeys(task.get("depends_on") or ()):
-            if dep in node:
-                lines.append(f"    {node[dep]} --> {node[task_id]}")
-                edges += 1
-    known = [status for status in STATUS_COLORS if status in by_status]
-    for status in known:
-        fill, stroke, color = STATUS_COLORS[status]
-        lines.append(f"    classDef {status.lower()} fill:{fill},stroke:{stroke},color:{color}")
-    lines.extend(f"    class {','.join(by_status[s])} {s.lower()}" for s in known)
-    return lines, edges
+    """The same drawing as `orch graph RUN_ID`, from the state alone."""
+    nodes = [(task_id, task.get("depends_on") or ()) for task_id, task in tasks.items()]
+    statuses = {task_id: str(task.get("status") or "PENDING") for task_id, task in tasks.items()}
+    return graph.mermaid_flowchart(nodes, statuses)
 
 
 def _epoch_ms(value: Any) -> Optional[int]:

@@ -489,12 +489,12 @@ Artifact errors:
 
 ```mermaid
 flowchart LR
-    t0["inspect<br/>SUCCESS"]
-    t1["a.b-c_1<br/>FAILED"]
-    t2["X<br/>FAILED"]
-    t3["x.y<br/>SKIPPED"]
-    t4["deploy<br/>CANCELED"]
-    t5["lint<br/>CANCELED"]
+    t0["inspect<br/>SUCCESS"]:::success
+    t1["a.b-c_1<br/>FAILED"]:::failed
+    t2["X<br/>FAILED"]:::failed
+    t3["x.y<br/>SKIPPED"]:::skipped
+    t4["deploy<br/>CANCELED"]:::canceled
+    t5["lint<br/>CANCELED"]:::canceled
     t0 --> t1
     t0 --> t2
     t1 --> t3
@@ -504,10 +504,6 @@ flowchart LR
     classDef failed fill:#f8d7da,stroke:#dc3545,color:#721c24
     classDef skipped fill:#e2e3e5,stroke:#6c757d,color:#383d41
     classDef canceled fill:#ffe5cc,stroke:#fd7e14,color:#7a3e00
-    class t0 success
-    class t1,t2 failed
-    class t3 skipped
-    class t4,t5 canceled
 ```
 
 ## Timeline
@@ -622,10 +618,9 @@ def test_report_when_no_attempt_started() -> None:
 # --- Mermaid, checked for shape (tests/test_report_mermaid.py runs the real parser) ------------
 
 FLOW_LINE = re.compile(
-    r'    (?P<node>t\d+)\["(?P<label>[^"]*)"\]'
+    r'    (?P<node>t\d+)\["(?P<label>[^"]*)"\](:::(?P<css>[a-z]+))?'
     r"|    t\d+ --> t\d+"
     r"|    classDef [a-z]+ fill:#[0-9a-f]{6},stroke:#[0-9a-f]{6},color:#[0-9a-f]{6}"
-    r"|    class t\d+(,t\d+)* [a-z]+"
 )
 GANTT_LINE = re.compile(
     r"    section [A-Za-z0-9._\- ]+"
@@ -656,17 +651,25 @@ def test_flowchart_is_well_formed_with_awkward_ids() -> None:
     lines = report.mermaid_flowchart(state).splitlines()
     assert lines[0] == "flowchart LR"
     labels = {}
+    classes = {}
     for line in lines[1:]:
         match = FLOW_LINE.fullmatch(line)
         assert match, line
         if match.group("node"):
             labels[match.group("node")] = _decode_label(match.group("label"))
+            classes[match.group("node")] = match.group("css")
     assert labels == {
         f"t{i}": f"{tid}<br/>{t['status']}" for i, (tid, t) in enumerate(state["tasks"].items())
     }
     assert "    t2 --> t3" in lines
-    assert "    class t0,t1,t3,t4,t5 success" in lines
-    assert "    class t2 failed" in lines
+    assert classes == {
+        "t0": "success",
+        "t1": "success",
+        "t2": "failed",
+        "t3": "success",
+        "t4": "success",
+        "t5": "success",
+    }
 
 
 def test_gantt_is_well_formed_with_awkward_ids() -> None:
