@@ -51,9 +51,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _path(text: str) -> str:
+    # The OS refuses such a path with ValueError, deep inside whatever opens it first.
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"a path cannot contain a NUL character: {text!r}")
+    return text
+
+
 def _add_home(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--home",
+        type=_path,
         metavar="DIR",
         help="orch home holding runs/ (default: $ORCH_HOME, else .orch in the current directory)",
     )
@@ -72,7 +80,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "Exit 0 all tasks SUCCESS, 2 invalid plan or arguments, 3 a task FAILED or SKIPPED, "
         "4 canceled.",
     )
-    p.add_argument("plan", metavar="PLAN", help="path to the YAML plan")
+    p.add_argument("plan", type=_path, metavar="PLAN", help="path to the YAML plan")
     p.add_argument(
         "--max-parallel",
         type=_positive_int,
@@ -83,6 +91,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_home(p)
     p.add_argument(
         "--workdir",
+        type=_path,
         metavar="DIR",
         help="directory that relative cwd, artifacts_dir and commands resolve against "
         "(default: the current directory)",
@@ -298,7 +307,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         description="Check PLAN and print every problem at once (FILE:LINE:COL: task 'ID': "
         "message), or 'plan OK: N tasks'. Exit 0 valid, 2 invalid.",
     )
-    p.add_argument("plan", metavar="PLAN")
+    p.add_argument("plan", type=_path, metavar="PLAN")
     p.set_defaults(handler=_cmd_validate)
 
 
@@ -317,7 +326,7 @@ def _add_graph(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description="Print the DAG of a plan file, or of a run (whose nodes then carry their "
         "status), as Mermaid or Graphviz DOT text.",
     )
-    p.add_argument("target", metavar="PLAN|RUN_ID")
+    p.add_argument("target", type=_path, metavar="PLAN|RUN_ID")
     p.add_argument(
         "--format", choices=("mermaid", "dot"), default="mermaid", help="default mermaid"
     )
@@ -389,6 +398,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         # `orch logs ... | head` closing the pipe early is not an error.
         _silence_stdout()
         return EXIT_OK
+    except OSError as err:
+        # The environment refused (read-only or full disk, no permission, too many open
+        # files): not a bug, and a traceback would not help the user fix it.
+        where = f"{err.filename}: " if err.filename else ""
+        sys.stderr.write(f"orch: {where}{err.strerror or err}\n")
+        return EXIT_INVALID
     except Exception as err:
         sys.stderr.write(f"orch: internal error: {type(err).__name__}: {err}\n")
         return EXIT_INTERNAL

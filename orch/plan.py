@@ -11,7 +11,6 @@ import difflib
 import json
 import math
 import re
-import shlex
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 from orch.errors import PlanError, Problem, YamlError
@@ -69,6 +68,13 @@ _FLOAT_TOKEN = re.compile(
     r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
 )
 _SECONDS_WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(s|sec|secs|second|seconds)\s*")
+# One piece of a shell word (shlex.split's POSIX rules): plain run, \x, '...', "...", or a
+# lone quote or backslash (an error). Matched a piece at a time, never a character at a time.
+_SH_PIECE = re.compile(
+    r"""([^ \t\r\n'"\\]+)|\\(.)|'([^']*)'|"([^"\\]*(?:\\.[^"\\]*)*)"|(.)""", re.S
+)
+_SH_DQ_ESCAPE = re.compile(r'\\([\\"])')
+_SH_BLANK = " \t\r\n"
 
 
 class _Marks(Protocol):
@@ -412,7 +418,7 @@ def _split_cmd(ctx: _Ctx, path: _Path, value: str, tid: Optional[str]) -> Option
         ctx.add(path, tid, "cmd must not contain a NUL character")
         return None
     try:
-        words = shlex.split(value, posix=True)
+        words = _posix_split(value)
     except ValueError as err:
         reason = str(err).lower()
         ctx.add(path, tid, f"cmd cannot be split like a POSIX shell command line: {reason}")
@@ -424,6 +430,31 @@ def _split_cmd(ctx: _Ctx, path: _Path, value: str, tid: Optional[str]) -> Option
         ctx.add(path, tid, "cmd's first word (the program) must not be empty")
         return None
     return tuple(words)
+
+
+def _posix_split(text: str) -> List[str]:
+    """``shlex.split(text)`` in linear time (shlex grows a word one character at a time, which
+    is quadratic: a 1 MiB argument took ~30 s); raises ``ValueError`` where shlex does."""
+    words: List[str] = []
+    pos, end = 0, len(text)
+    while True:
+        while pos < end and text[pos] in _SH_BLANK:
+            pos += 1
+        if pos == end:
+            return words
+        parts: List[str] = []
+        while pos < end and text[pos] not in _SH_BLANK:
+            m = _SH_PIECE.match(text, pos)
+            assert m is not None  # the last alternative matches any character
+            plain, escaped, single, double, lone = m.groups()
+            if lone is not None:
+                raise ValueError("no escaped character" if lone == "\\" else "no closing quotation")
+            if double is not None:
+                parts.append(_SH_DQ_ESCAPE.sub(r"\1", double))
+            else:
+                parts.append(plain or escaped or single or "")
+            pos = m.end()
+        words.append("".join(parts))
 
 
 def _check_depends_on(
@@ -478,11 +509,16 @@ def _check_env(ctx: _Ctx, path: _Path, value: Any, tid: Optional[str]) -> Option
         if name_problem is not None:
             ctx.add(kpath, tid, name_problem, key=True)
             ok = False
-        # Never echo a string value: env values may be secrets.
+        # Never echo a value, not even a number: a PIN or an account id is a secret too.
         if not isinstance(item, str):
-            message = _not_a_string(ctx, kpath, item, f"env value for {_show_key(key)}")
+            what = f"env value for {_show_key(key)} must be a string"
             if item is None:
-                message += ' (write "" for an empty value)'
+                message = f'{what}, got null (write "" for an empty value)'
+            elif _is_scalar_non_string(item):
+                kind = "a boolean" if isinstance(item, bool) else "a number"
+                message = f"{what}, got {kind}: quote it"
+            else:
+                message = f"{what}, {_got(ctx, kpath, item)}"
             ctx.add(kpath, tid, message)
             ok = False
         elif "\0" in item:

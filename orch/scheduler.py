@@ -137,16 +137,22 @@ class Scheduler:
         self._progress.run_started(self._store.run_id, len(self._plan.tasks), self._done)
         next_tick = time.monotonic() + _TICK_SEC
         with ThreadPoolExecutor(self._max_parallel, thread_name_prefix="orch-attempt") as pool:
-            while self._ready or self._backoff or self._in_flight:
-                self._check_stop()
-                self._release_due_backoffs()
-                self._start_ready(pool)
-                self._store.flush()
-                self._wait_and_reap()
-                self._store.flush()
-                if time.monotonic() >= next_tick:
-                    self._progress.tick()
-                    next_tick = time.monotonic() + _TICK_SEC
+            try:
+                while self._ready or self._backoff or self._in_flight:
+                    self._check_stop()
+                    self._release_due_backoffs()
+                    self._start_ready(pool)
+                    self._store.flush()
+                    self._wait_and_reap()
+                    self._store.flush()
+                    if time.monotonic() >= next_tick:
+                        self._progress.tick()
+                        next_tick = time.monotonic() + _TICK_SEC
+            except BaseException:
+                # The state can no longer be recorded (disk full, ...): end the running attempts
+                # now rather than wait for them unrecorded; the run stays resumable.
+                self._cancel.set()
+                raise
         return self._final_status()
 
     def _wait_and_reap(self) -> None:

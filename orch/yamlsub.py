@@ -633,7 +633,7 @@ class _Parser:
                 key, kpos = qkey, m.start(1) - 1
             else:
                 key, kpos = _WORDS.get(pkey, pkey), m.start(2)
-            if key in result or len(qkey or pkey) > 1000:  # errors: let the full rules say
+            if key in result or len(pkey if qkey is None else qkey) > 1000:  # errors: full rules
                 return None
             if plain is not None:
                 start = m.start(5)
