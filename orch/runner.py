@@ -28,7 +28,6 @@ __all__ = [
     "AttemptResult",
     "AttemptSpec",
     "failed_result",
-    "kill_group_if_alive",
     "process_identity",
     "run_attempt",
     "start_attempt",
@@ -179,23 +178,6 @@ def _wait_group_gone(pgid: int, until: float) -> bool:
         if left <= 0:
             return False
         time.sleep(min(_GROUP_POLL, left))
-    return True
-
-
-def kill_group_if_alive(pgid: int, identity: Optional[str], grace_sec: float) -> bool:
-    """Crash recovery: end group ``pgid`` only if process ``pgid`` still has ``identity``.
-
-    The identity check guards against pid reuse: after a crash the number may belong to an
-    unrelated process by now. SIGTERM, then SIGKILL after ``grace_sec`` if any member is
-    still alive. True if something was signaled.
-    """
-    if identity is None or process_identity(pgid) != identity:
-        return False
-    if not _killpg_quiet(pgid, signal.SIGTERM):
-        return False
-    _killpg_quiet(pgid, signal.SIGCONT)
-    if not _wait_group_gone(pgid, time.monotonic() + grace_sec):
-        _killpg_quiet(pgid, signal.SIGKILL)
     return True
 
 

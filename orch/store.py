@@ -15,6 +15,7 @@ owner dies, so there is no stale-lock timer) and writes its pid and process iden
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -29,6 +30,7 @@ from orch.errors import StateError, UsageError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "RunLocked",
     "RunStore",
     "create_run",
     "list_runs",
@@ -101,13 +103,19 @@ def write_file_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk must not leave a partial temp file behind, taking more space.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     _fsync_dir(os.path.dirname(path))
 
 
@@ -132,6 +140,10 @@ def _make_private_dirs(path: str) -> None:
         os.chmod(directory, 0o700)
 
 
+class RunLocked(StateError):
+    """Another live process owns the run."""
+
+
 class RunStore:
     """The owner's handle on a run: in-memory state, journal, snapshot and lock."""
 
@@ -152,12 +164,6 @@ class RunStore:
 
     def cancel_requested(self) -> bool:
         return os.path.exists(os.path.join(self.run_dir, CANCEL_FILE))
-
-    def clear_cancel_request(self) -> None:
-        try:
-            os.unlink(os.path.join(self.run_dir, CANCEL_FILE))
-        except FileNotFoundError:
-            pass
 
     def update_run(self, fields: Dict[str, Any]) -> None:
         self.state.update(fields)
@@ -232,7 +238,12 @@ def _encode_state(state: State) -> bytes:
 
 def _take_lock(run_dir: str) -> int:
     """Own the run, or fail at once naming the current owner."""
-    fd = os.open(os.path.join(run_dir, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(os.path.join(run_dir, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:  # e.g. a read-only home: the run can be read, not resumed
+        raise StateError(
+            f"run {os.path.basename(run_dir)} cannot be taken: {err.strerror}"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -241,7 +252,7 @@ def _take_lock(run_dir: str) -> int:
             raise
         owner = _read_owner(run_dir)
         pid = owner.get("pid", "?") if owner else "?"
-        raise StateError(
+        raise RunLocked(
             f"run {os.path.basename(run_dir)} is in use by another orch process (pid {pid})"
         ) from None
     return fd
@@ -272,7 +283,18 @@ def owner_alive(run_dir: str) -> bool:
     if not owner or not isinstance(owner.get("pid"), int):
         return False
     identity = process_identity(owner["pid"])
-    return identity is not None and identity == owner.get("identity")
+    return identity is not None and identity == owner.get("identity") and not _zombie(owner["pid"])
+
+
+def _zombie(pid: int) -> bool:
+    # A SIGKILLed owner stays a zombie, with its identity, until its parent reaps it; it
+    # holds no lock any more (the kernel closed its files), so it owns nothing.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return False  # no /proc (macOS) or already gone: the identity check decided
+    return raw[raw.rfind(b")") + 2 :][:1] in (b"Z", b"X")
 
 
 def create_run(home: str, plan_bytes: bytes, state: State) -> RunStore:
@@ -316,13 +338,32 @@ def open_run(home: str, run_id: str) -> RunStore:
     """Take ownership of an existing run (for resume or cancel of an interrupted run)."""
     run_dir = run_dir_for(home, run_id)
     lock_fd = _take_lock(run_dir)
+    store = None
     try:
         state = read_state(run_dir)
+        # A cancel file here was meant for an owner that is gone. Removed before owner.json
+        # names us, so that `orch cancel` (which writes the file only for a live owner) can
+        # never have its request for *this* session removed.
+        _remove(os.path.join(run_dir, CANCEL_FILE))
+        store = RunStore(run_dir, state, lock_fd)
+        if os.path.getsize(os.path.join(run_dir, _JOURNAL)):
+            # Fold the journal into the snapshot before appending to it: a torn last line
+            # left by a crash must not end up in the middle of the journal, followed by ours.
+            store.compact()
         _write_owner(run_dir)
     except BaseException:
+        if store is not None:
+            os.close(store._journal_fd)
         os.close(lock_fd)
         raise
-    return RunStore(run_dir, state, lock_fd)
+    return store
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 # ---------------------------------------------------------------------------- reading
@@ -348,7 +389,27 @@ def _load_snapshot(path: str) -> State:
             f"{path}: written by a newer orch (schema_version {version}, this orch reads "
             f"{SCHEMA_VERSION}); upgrade orch to read it"
         )
+    problem = _shape_problem(state)
+    if problem:
+        raise StateError(f"{path}: damaged state file ({problem}); left untouched")
     return state
+
+
+def _shape_problem(state: State) -> Optional[str]:
+    """What makes valid JSON unusable as a state, checked where every reader relies on it."""
+    for key in ("run_id", "status", "workdir"):
+        if not isinstance(state.get(key), str):
+            return f"no {key}"
+    for task_id, task in state["tasks"].items():
+        if (
+            not isinstance(task, dict)
+            or not isinstance(task.get("status"), str)
+            or not isinstance(task.get("attempts"), int)
+            or not isinstance(task.get("history"), list)
+            or not all(isinstance(h, dict) for h in task["history"])
+        ):
+            return f"task {task_id!r} is not a task entry"
+    return None
 
 
 def _journal_records(path: str, after: int) -> Optional[List[Dict[str, Any]]]:
@@ -367,6 +428,8 @@ def _journal_records(path: str, after: int) -> Optional[List[Dict[str, Any]]]:
         try:
             record = json.loads(line)
             seq = record["n"]
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                raise TypeError(seq)
         except (ValueError, KeyError, TypeError):
             if number == len(complete):
                 break  # the very last line, torn by a crash after its newline was lost
@@ -407,6 +470,11 @@ def read_state(run_dir: str) -> State:
                 f"{os.path.join(run_dir, _JOURNAL)}: journal does not match state.json; "
                 "left untouched"
             ) from None
+        if records:
+            # The next owner numbers its records after these, never reusing a number the
+            # journal still holds (a crash between snapshot and truncation would otherwise
+            # let stale records be replayed over a newer snapshot).
+            state["journal_seq"] = records[-1]["n"]
         return state
     raise StateError(f"{run_dir}: state keeps changing under the reader; try again")
 

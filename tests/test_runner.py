@@ -20,7 +20,6 @@ from orch.runner import (
     Attempt,
     AttemptResult,
     AttemptSpec,
-    kill_group_if_alive,
     process_identity,
     run_attempt,
     start_attempt,
@@ -352,27 +351,6 @@ def test_process_identity(tmp_path: Path) -> None:
         child.kill()
         child.wait()
     assert process_identity(child.pid) is None
-
-
-def test_kill_group_if_alive_respects_identity(tmp_path: Path) -> None:
-    pid_file = tmp_path / "gc.pid"
-    argv = _family(pid_file, "time.sleep(60)")
-    leader = subprocess.Popen(list(argv), start_new_session=True, stdin=subprocess.DEVNULL)
-    try:
-        grandchild = int(_wait_file(pid_file))
-        identity = process_identity(leader.pid)
-        assert identity is not None
-        assert kill_group_if_alive(leader.pid, identity + "x", 0.5) is False
-        assert kill_group_if_alive(leader.pid, None, 0.5) is False
-        assert leader.poll() is None and not _gone(grandchild, within=0)
-        assert kill_group_if_alive(leader.pid, identity, 0.5) is True
-        assert leader.wait(5) == -signal.SIGTERM
-        assert _gone(grandchild)
-        assert kill_group_if_alive(leader.pid, identity, 0.5) is False
-    finally:
-        if leader.poll() is None:
-            os.killpg(leader.pid, signal.SIGKILL)
-            leader.wait()
 
 
 def _rss_kib() -> int:
