@@ -291,7 +291,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from orch import report, store
 
-    entries = store.list_runs(_home(args))
+    entries, skipped = store.list_runs(_home(args))
+    for line in skipped:
+        sys.stderr.write(line + "\n")
     if args.json:
         rows = [report.list_entry_json(state, alive) for state, alive in entries]
         sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")

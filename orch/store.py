@@ -479,20 +479,25 @@ def read_state(run_dir: str) -> State:
     raise StateError(f"{run_dir}: state keeps changing under the reader; try again")
 
 
-def list_runs(home: str) -> List[Tuple[State, bool]]:
-    """Every readable run in ``home``, newest first, with whether its owner is alive."""
+def list_runs(home: str) -> Tuple[List[Tuple[State, bool]], List[str]]:
+    """Every readable run in ``home``, newest first, with whether its owner is alive.
+
+    Runs that cannot be read are left out of the list and described in the second value,
+    one line each, so that one damaged run does not hide the others.
+    """
     runs = os.path.join(home, "runs")
     try:
         names = sorted((n for n in os.listdir(runs) if looks_like_run_id(n)), reverse=True)
     except FileNotFoundError:
-        return []
+        return [], []
     except OSError as err:
         raise StateError(f"{runs}: cannot list: {err.strerror}") from None
     entries = []
+    skipped = []
     for name in names:
         run_dir = os.path.join(runs, name)
         try:
             entries.append((read_state(run_dir), owner_alive(run_dir)))
-        except StateError:
-            continue  # a damaged run is reported by `orch status`, not by the listing
-    return entries
+        except StateError as err:
+            skipped.append(f"orch: skipped run {name}: {err}")
+    return entries, skipped

@@ -404,3 +404,15 @@ def test_big_output_keeps_orch_memory_small(orch: Orch) -> None:
     assert rss_kib < 60 * 1024, f"peak RSS {rss_kib} KiB"
     run_dir = next((orch.home / "runs").iterdir())
     assert (run_dir / "logs" / "spam.out.log").stat().st_size > 200_000_000
+
+
+def test_list_names_a_damaged_run_and_still_lists_the_others(orch: Orch) -> None:
+    plan = orch.plan('tasks:\n  - id: a\n    cmd: ["true"]\n')
+    good = run_id_of(orch.run("run", plan).stdout)
+    bad = run_id_of(orch.run("run", plan).stdout)
+    (orch.run_dir(bad) / "state.json").write_text("{not json")
+    listing = orch.run("list")
+    assert listing.returncode == 0
+    assert good in listing.stdout and bad not in listing.stdout
+    assert f"orch: skipped run {bad}:" in listing.stderr
+    assert "state.json" in listing.stderr
