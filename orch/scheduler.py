@@ -308,7 +308,8 @@ class Scheduler:
                 self._base_env["ORCH_ARTIFACTS_DIR"],
                 self._state.get("artifacts_dir"),
                 task.id,
-                exclude=[self._state["home"]],
+                # Never collect orch's own run directories (a `**` over a workdir holding the home).
+                exclude=[os.path.join(self._state["home"], "runs")],
             )
         return result, collected
 
