@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from conftest import PYTHON, Orch, orch_env, run_id_of
+from conftest import PYTHON, Orch, alive, assert_gone, orch_env, run_id_of, wait_for
 
 GRACE = 1.0  # ORCH_GRACE_SEC as set by conftest's orch_env
 # Generous: the 2 cores are shared; the contract says 1 s plus the grace period.
@@ -33,35 +32,6 @@ tasks:
 """
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except (OSError, IndexError):
-            return False
-    return True
-
-
-def _assert_gone(pid: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} survived"
-        time.sleep(0.02)
-
-
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
-
-
 def _pids(workdir: Path, *names: str) -> List[int]:
     return [int((workdir / f"{name}.pid").read_text()) for name in names]
 
@@ -71,7 +41,7 @@ def _start_stop_plan(orch: Orch, env: Optional[Dict[str, str]] = None) -> Any:
     runner = orch.popen("run", plan, "--max-parallel", "2", env=env)
     assert runner.stdout is not None
     run_id = run_id_of(runner.stdout.readline())
-    _wait_for(lambda: all((orch.workdir / f"{n}.up").exists() for n in ("stubborn", "polite")))
+    wait_for(lambda: all((orch.workdir / f"{n}.up").exists() for n in ("stubborn", "polite")))
     return runner, run_id
 
 
@@ -88,7 +58,7 @@ def _assert_stopped(orch: Orch, run_id: str, pids: List[int]) -> None:
     assert not (orch.workdir / "after.ran").exists()
     assert not (orch.workdir / "queued.ran").exists()
     for pid in pids + [h["pid"] for t in tasks.values() for h in t["history"]]:
-        _assert_gone(pid)
+        assert_gone(pid)
     assert (orch.run_dir(run_id) / "report" / "final_report.md").exists()
 
 
@@ -142,7 +112,7 @@ def test_second_sigint_kills_every_group_at_once(orch: Orch) -> None:
     time.sleep(1.0)
     # The grace period is running: `stubborn` ignored SIGTERM and is still there.
     assert runner.poll() is None
-    assert _alive(pids[0])
+    assert alive(pids[0])
     sent = time.monotonic()
     runner.send_signal(signal.SIGINT)
     assert runner.wait(timeout=60) == 4
@@ -188,11 +158,11 @@ def test_signal_to_orch_resume_takes_the_cancel_path(orch: Orch) -> None:
     resumer = orch.popen("resume", run_id)
     assert resumer.stdout is not None
     assert run_id_of(resumer.stdout.readline()) == run_id
-    _wait_for(lambda: (orch.workdir / "child.pid").exists())
+    wait_for(lambda: (orch.workdir / "child.pid").exists())
     (pid,) = _pids(orch.workdir, "child")
     resumer.send_signal(signal.SIGTERM)
     assert resumer.wait(timeout=60) == 4
-    _assert_gone(pid)
+    assert_gone(pid)
     task = orch.state(run_id)["tasks"]["wait"]
     assert task["status"] == "CANCELED" and task["attempts"] == 2
 
@@ -215,7 +185,7 @@ def test_cancel_during_a_retry_backoff_ends_at_once(orch: Orch) -> None:
         task = orch.state(run_id)["tasks"]["flaky"]
         return bool(task["attempts"] == 1 and task["history"][0]["ended_at"])
 
-    _wait_for(backing_off)
+    wait_for(backing_off)
     cancel = orch.run("cancel", run_id)
     asked = time.monotonic()
     assert cancel.returncode == 0 and cancel.stdout == f"cancel requested: {run_id}\n"
@@ -269,7 +239,7 @@ def test_canceling_a_resumed_run_exits_4_and_keeps_success(orch: Orch) -> None:
     run_id = run_id_of(orch.run("run", plan).stdout)
     (orch.workdir / "go").touch()
     resumer = orch.popen("resume", run_id)
-    _wait_for(lambda: (orch.workdir / "slow.up").exists())
+    wait_for(lambda: (orch.workdir / "slow.up").exists())
     assert orch.run("cancel", run_id).stdout == f"cancel requested: {run_id}\n"
     assert resumer.wait(timeout=60) == 4
     tasks = orch.state(run_id)["tasks"]

@@ -9,12 +9,11 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, List, Tuple
 
 import pytest
-from conftest import Orch, run_id_of
+from conftest import Orch, alive, assert_gone, run_id_of, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 LINUX = sys.platform.startswith("linux")
@@ -50,34 +49,6 @@ tasks:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except (OSError, IndexError):
-            return False
-    return True
-
-
-def _assert_gone(pid: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} survived"
-        time.sleep(0.02)
-
-
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
-
-
 def _runs(orch: Orch) -> List[str]:
     path = orch.workdir / "runs.txt"
     return path.read_text().splitlines() if path.exists() else []
@@ -92,14 +63,14 @@ def _crash(orch: Orch) -> Tuple[str, int, int]:
     runner = orch.popen("run", plan, "--max-parallel", "1")
     assert runner.stdout is not None
     run_id = run_id_of(runner.stdout.readline())
-    _wait_for(lambda: (orch.workdir / "long.up").exists())
-    _wait_for(lambda: orch.state(run_id)["tasks"]["done"]["status"] == "SUCCESS")
-    _wait_for(lambda: orch.state(run_id)["tasks"]["long"]["history"] != [])
+    wait_for(lambda: (orch.workdir / "long.up").exists())
+    wait_for(lambda: orch.state(run_id)["tasks"]["done"]["status"] == "SUCCESS")
+    wait_for(lambda: orch.state(run_id)["tasks"]["long"]["history"] != [])
     runner.kill()
     runner.wait()
     leader = orch.state(run_id)["tasks"]["long"]["history"][-1]["pid"]
     child = int((orch.workdir / "child.pid").read_text())
-    assert _alive(leader) and _alive(child)
+    assert alive(leader) and alive(child)
     return run_id, leader, child
 
 
@@ -119,8 +90,8 @@ def test_killed_run_is_interrupted_and_resume_ends_leftovers_first(orch: Orch) -
 
     assert proc.returncode == 0, proc.stderr
     assert run_id_of(proc.stdout) == run_id
-    _assert_gone(leader)
-    _assert_gone(child)
+    assert_gone(leader)
+    assert_gone(child)
     tasks = orch.state(run_id)["tasks"]
     assert all(t["status"] == "SUCCESS" for t in tasks.values())
     assert tasks["done"]["attempts"] == 1
@@ -135,7 +106,7 @@ def test_state_json_says_running_as_soon_as_the_run_runs(orch: Orch) -> None:
     runner = orch.popen("run", plan)
     assert runner.stdout is not None
     run_id = run_id_of(runner.stdout.readline())
-    _wait_for(lambda: (orch.workdir / "up").exists())
+    wait_for(lambda: (orch.workdir / "up").exists())
     runner.kill()
     runner.wait()
     # Within the first second no compaction has happened: the file itself must say RUNNING.
@@ -150,9 +121,9 @@ def test_unreaped_dead_owner_is_not_alive(orch: Orch) -> None:
     runner = orch.popen("run", plan)
     assert runner.stdout is not None
     run_id = run_id_of(runner.stdout.readline())
-    _wait_for(lambda: (orch.workdir / "up").exists())
+    wait_for(lambda: (orch.workdir / "up").exists())
     os.kill(runner.pid, signal.SIGKILL)
-    _wait_for(lambda: not _alive(runner.pid))
+    wait_for(lambda: not alive(runner.pid))
     try:
         shown = json.loads(orch.run("status", run_id, "--json").stdout)
         assert shown["effective_status"] == "INTERRUPTED"
@@ -181,13 +152,13 @@ def test_resume_leaves_a_process_that_reuses_a_recorded_pid_alone(orch: Orch) ->
         assert decoy.poll() is None, "resume killed a process that only shared a pid"
         # The real leftovers are still found and ended.
         if LINUX:
-            _assert_gone(leader)
-            _assert_gone(child)
+            assert_gone(leader)
+            assert_gone(child)
     finally:
         decoy.kill()
         decoy.wait()
         for pid in (leader, child):
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -216,12 +187,12 @@ def test_resume_ends_an_unrecorded_process_of_the_run(orch: Orch) -> None:
         (orch.workdir / "quick").touch()
         proc = orch.run("resume", run_id)
         assert proc.returncode == 0, proc.stderr
-        _wait_for(lambda: orphan.poll() is not None, timeout=5)
+        wait_for(lambda: orphan.poll() is not None, timeout=5)
         for p in spared:
             assert p.poll() is None, "resume killed a process that is not one of the run's"
         assert soak.live_processes_of_run(run_id) == [spared[1].pid]
-        _assert_gone(leader)
-        _assert_gone(child)
+        assert_gone(leader)
+        assert_gone(child)
     finally:
         for p in [orphan, *spared]:
             if p.poll() is None:
@@ -234,8 +205,8 @@ def test_cancel_of_an_interrupted_run_ends_leftovers_and_marks_it_canceled(orch:
     proc = orch.run("cancel", run_id)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"cancel requested: {run_id}")
-    _assert_gone(leader)
-    _assert_gone(child)
+    assert_gone(leader)
+    assert_gone(child)
     state = orch.state(run_id)
     assert state["status"] == "CANCELED"
     tasks = state["tasks"]
@@ -261,8 +232,8 @@ def test_failed_only_after_a_crash_runs_the_interrupted_and_the_never_started(
     (orch.workdir / "quick").touch()
     proc = orch.run("resume", run_id, "--failed-only")
     assert proc.returncode == 0, proc.stderr
-    _assert_gone(leader)
-    _assert_gone(child)
+    assert_gone(leader)
+    assert_gone(child)
     tasks = orch.state(run_id)["tasks"]
     assert {t: e["status"] for t, e in tasks.items()} == dict.fromkeys(tasks, "SUCCESS")
     assert tasks["done"]["attempts"] == 1 and tasks["long"]["attempts"] == 2
@@ -294,8 +265,8 @@ def test_cancel_while_resume_ends_leftovers_is_not_lost(orch: Orch) -> None:
     runner = orch.popen("run", plan)
     assert runner.stdout is not None
     run_id = run_id_of(runner.stdout.readline())
-    _wait_for(lambda: (orch.workdir / "up").exists())
-    _wait_for(lambda: orch.state(run_id)["tasks"]["stubborn"]["history"] != [])
+    wait_for(lambda: (orch.workdir / "up").exists())
+    wait_for(lambda: orch.state(run_id)["tasks"]["stubborn"]["history"] != [])
     runner.kill()
     runner.wait()
     leader = orch.state(run_id)["tasks"]["stubborn"]["history"][-1]["pid"]
@@ -306,9 +277,9 @@ def test_cancel_while_resume_ends_leftovers_is_not_lost(orch: Orch) -> None:
     cancel = orch.run("cancel", run_id)
     assert cancel.returncode == 0, cancel.stderr
     assert cancel.stdout == f"cancel requested: {run_id}\n"
-    assert _alive(leader), "the grace period should still be running"
+    assert alive(leader), "the grace period should still be running"
     assert resumer.wait(timeout=60) == 4
-    _assert_gone(leader)
+    assert_gone(leader)
     task = orch.state(run_id)["tasks"]["stubborn"]
     assert task["status"] == "CANCELED"
     assert task["attempts"] == 1
