@@ -416,3 +416,20 @@ def test_list_names_a_damaged_run_and_still_lists_the_others(orch: Orch) -> None
     assert good in listing.stdout and bad not in listing.stdout
     assert f"orch: skipped run {bad}:" in listing.stderr
     assert "state.json" in listing.stderr
+
+
+def test_bad_numeric_arguments_exit_2_with_one_line(orch: Orch) -> None:
+    plan = orch.plan('tasks:\n  - id: a\n    cmd: ["true"]\n')
+    for args, message in (
+        (["run", plan, "--max-parallel", "0"], "--max-parallel: expected a whole number >= 1"),
+        (["run", plan, "--max-parallel", "two"], "--max-parallel: expected a whole number >= 1"),
+        (
+            ["logs", "20260101_000000_abcdef", "--tail", "-1"],
+            "--tail: expected a whole number >= 0",
+        ),
+        (["logs", "20260101_000000_abcdef", "--attempt", "0"], "--attempt: expected a whole"),
+    ):
+        proc = orch.run(*args)
+        assert proc.returncode == 2, args
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (orch.home / "runs").exists()
