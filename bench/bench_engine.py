@@ -209,8 +209,8 @@ class Bench:
     def one(self, tool: str, name: str, scen_dir: str, jobs: int, rep: int) -> Dict[str, Any]:
         home = os.path.join(scen_dir, f"home-j{jobs}-r{rep}")
         out = os.path.join(scen_dir, f"{tool}-j{jobs}-r{rep}.out")
-        # Untimed: the disk's write-back of earlier runs must not land in this one. On a VM's
-        # ext4 it made orch's file creations 10-30x slower and its wall time 2-3x longer.
+        # Untimed: the write-back of earlier runs must not land in this one (on a VM's ext4 it
+        # made orch's file creations, hence its wall time, several times slower and erratic).
         os.sync()
         result = timed_run(self.command(tool, scen_dir, jobs, home), scen_dir, out, self.env)
         if result["rc"] != 0:
@@ -226,6 +226,8 @@ class Bench:
             with open(out, encoding="utf-8") as f:
                 first = f.readline().strip()
             if first.startswith("run_id: "):
+                if self.status_home is not None:
+                    self.trash.append(self.status_home[0])
                 self.status_home = (home, first[len("run_id: ") :])
                 return
         # Removed at the end of the scenario, not now: deleting thousands of files between two

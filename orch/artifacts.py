@@ -50,7 +50,7 @@ never raise: each becomes one line in ``Collected.errors`` (``report.json: Permi
 
 ORCH_CONTEXT
 ------------
-``write_context`` writes ``<run>/context/<task_id>.json`` (atomically, mode 0600) before each
+``write_context`` writes ``<run>/context/<task_id>.json`` (in place, mode 0600) before each
 attempt; the task finds it through ``$ORCH_CONTEXT``::
 
     {
@@ -86,7 +86,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import (
@@ -727,7 +726,7 @@ def write_context(
     artifacts_dir: str,
     dependencies: Mapping[str, Mapping[str, object]],
 ) -> None:
-    """Write the ORCH_CONTEXT file (schema in the module docstring) atomically, mode 0600.
+    """Write the ORCH_CONTEXT file (schema in the module docstring), mode 0600.
 
     ``dependencies`` maps each dependency id to its state entry. Raises OSError if the file
     cannot be written: the attempt cannot be given its context.
@@ -744,15 +743,20 @@ def write_context(
             for dep_id, entry in dependencies.items()
         },
     }
-    data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    # mkstemp creates the file 0600; the context is rewritten for every attempt, so no fsync.
-    fd, tmp = tempfile.mkstemp(prefix=".context-", suffix=".tmp", dir=directory)
+    # No indent: only then does json use its C encoder (20 dependencies cost ~1 ms in Python).
+    data = (json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    # In place, no temp file + rename: the only reader is this attempt's process, which does
+    # not exist yet. Saves a rename per attempt and a creation per retry (0.1-1 ms each on a
+    # busy ext4).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)

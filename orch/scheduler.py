@@ -142,7 +142,10 @@ class Scheduler:
                     self._check_stop()
                     self._release_due_backoffs()
                     self._start_ready(pool)
-                    self._store.flush()
+                    # Start records need no fsync (they serve the recovery from orch's own
+                    # death; a machine crash ends the tasks too). Outcomes are synced below,
+                    # before anything can act on them.
+                    self._store.flush(sync=False)
                     self._wait_and_reap()
                     self._store.flush()
                     if time.monotonic() >= next_tick:
