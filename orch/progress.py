@@ -18,6 +18,8 @@ import shutil
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, TextIO, Tuple
 
+from orch.report import format_duration
+
 __all__ = ["Progress", "format_duration", "make_progress"]
 
 Clock = Callable[[], float]
@@ -95,16 +97,6 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (ValueError, OSError):  # closed or detached
         return False
-
-
-def format_duration(sec: float) -> str:
-    """``0.4s``, ``59.9s``, ``2m05s``, ``1h02m``."""
-    if sec < 60:
-        return f"{max(sec, 0.0):.1f}s"
-    whole = int(sec)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def _one_line(text: str) -> str:

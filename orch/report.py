@@ -82,21 +82,21 @@ def format_duration(seconds: Optional[float]) -> str:
 
 def format_timestamp(value: Optional[str]) -> str:
     """A stored ISO timestamp in local time, to the second: ``2026-11-25T10:00:00+01:00``."""
+    return _local_time(value, None)
+
+
+def _local_time(value: Optional[str], pattern: Optional[str]) -> str:
     moment = _parse_time(value)
     if moment is None:
         return "-" if value is None else str(value)
     if moment.tzinfo is not None:
         moment = moment.astimezone()
-    return moment.replace(microsecond=0).isoformat()
+    moment = moment.replace(microsecond=0)
+    return moment.strftime(pattern) if pattern else moment.isoformat()
 
 
 def _short_timestamp(value: Optional[str]) -> str:
-    moment = _parse_time(value)
-    if moment is None:
-        return "-" if value is None else str(value)
-    if moment.tzinfo is not None:
-        moment = moment.astimezone()
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return _local_time(value, "%Y-%m-%d %H:%M:%S")
 
 
 def _parse_time(value: Any) -> Optional[datetime]:
