@@ -37,7 +37,9 @@ _SPACES = re.compile(" *")
 _BLANKS = re.compile("[ \t]*")
 
 # Plain scalars: words separated by spaces. A word never starts with '#' (that is a comment) and
-# contains ':' only when a non-space follows; in flow context the flow indicators end it too.
+# contains ':' (even as its first character) only when a non-space follows; in flow context the
+# flow indicators end it too, and a ':' needs a character other than ',[]{}' after it
+# (YAML 1.2 ns-plain-first / ns-plain-char with ns-plain-safe-in).
 # Each part is unambiguous (no nested choice), so matching is linear.
 _B_WORD = r"(?:[^ \t:#]|:(?=[^ \t]))[^ \t:]*(?::(?=[^ \t])[^ \t:]*)*"
 _PLAIN_BLOCK = re.compile(f"(?:{_B_WORD}(?: +{_B_WORD})*)?")
@@ -401,9 +403,10 @@ class _Parser:
             msg = "explicit keys ('? ') are not supported"
         elif c == ":" and sep:
             msg = "a mapping key is missing before ':'"
-        elif c in "?:" and flow:
-            # YAML 1.2 reads '?x' and ':x' as text here; other loaders read a key: refuse both.
-            msg = f"a plain scalar inside [] or {{}} cannot start with '{c}': quote it"
+        elif c == "?" and flow:
+            # YAML 1.2 reads '?x' as text here; other loaders read a key: refuse both.
+            # (':x' is text for them too, and is accepted; see _flow_map for keys.)
+            msg = "a plain scalar inside [] or {} cannot start with '?': quote it"
         elif c == "-" and sep:
             msg = "'-' followed by a space cannot start a value inside [] or {}: quote it"
         elif c in "|>":
@@ -713,6 +716,10 @@ class _Parser:
                 )
             if c in "[{":
                 raise self.err(li, pos, "a collection ([...] or {...}) cannot be a key")
+            if c == ":" and line[pos + 1 : pos + 2] not in _FLOW_SEP:
+                # YAML 1.2 reads ':a' as the key; ruamel reads an empty key, PyYAML fails.
+                msg = "a key inside {} cannot start with ':' (YAML loaders disagree on it): "
+                raise self.err(li, pos, msg + "quote it")
             kl, kp = li, pos
             key, _, li, pos, kind = self._flow_node(li, pos, depth)
             line = self.lines[li]
@@ -729,9 +736,14 @@ class _Parser:
             if key in result:
                 raise self._duplicate(kl, kp, key, kids[key], True)
             li, pos, _ = self._fskip(li, q + 1, opener)
-            c = self.lines[li][pos]
+            line = self.lines[li]
+            c = line[pos]
             if c in ",}":
                 value, vmark, kind = None, (li + 1, pos + 1, None), "empty"
+            elif c == ":" and line[pos + 1 : pos + 2] in _FLOW_SEP:
+                # Not a plain scalar in YAML 1.2 (ruamel would read the text ':'): refuse.
+                msg = "a value inside {} cannot be a lone ':' (no scalar starts there): quote it"
+                raise self.err(li, pos, msg)
             else:
                 value, vmark, li, pos, kind = self._flow_node(li, pos, depth)
             result[key] = value

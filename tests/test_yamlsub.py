@@ -339,3 +339,76 @@ def test_folded_example_without_final_newline_has_none() -> None:
     # clip chomping has no line break to keep (YAML 1.2, as ruamel and libyaml do).
     assert loads("a: >\n  x\n  y\n\n  z\n") == {"a": "x y\nz\n"}
     assert loads("a: >\n  x\n  y\n\n  z") == {"a": "x y\nz"}
+
+
+# ---------------------------------------------------------------------------------------- ':' first
+
+# YAML 1.2 ns-plain-first: a ':' may start a plain scalar when an ns-plain-safe character follows;
+# inside [] and {} that excludes the flow indicators ',[]{}' (and a space or the line end).
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("cmd: [echo, ::1]", {"cmd": ["echo", "::1"]}),
+        ("{a: :1}", {"a": ":1"}),
+        ("[:1]", [":1"]),
+        ("[::1]", ["::1"]),
+        ("[ :x , :y ]", [":x", ":y"]),
+        ("[:a :b, :a:b]", [":a :b", ":a:b"]),
+        ("[:#, :x#y, :-, :?, :'q', :\"]", [":#", ":x#y", ":-", ":?", ":'q'", ':"']),
+        ("{a: :x :y, b: :2}", {"a": ":x :y", "b": ":2"}),
+        ('{"a"::1, "b": :2}', {"a": ":1", "b": ":2"}),
+        ("{a: [:1, {b: ::x}]}", {"a": [":1", {"b": "::x"}]}),
+        ("k: [\n  ::1,  # c\n  :2\n]\n", {"k": ["::1", ":2"]}),
+        ("- [::1]\n- :x\n", [["::1"], ":x"]),
+        ("[:\u3000, :\xa0x]", [":\u3000", ":\xa0x"]),
+        ("[:1, :0x1F, :null]", [":1", ":0x1F", ":null"]),  # never resolved: always a str
+    ],
+)
+def test_plain_scalar_may_start_with_colon_inside_flow(text: str, expected: Any) -> None:
+    assert canonical(loads(text)) == canonical(expected)
+
+
+def test_marks_of_a_colon_first_flow_scalar() -> None:
+    value, marks = load_with_marks("cmd: [echo, ::1]\nenv: {a: :1}\n")
+    assert value == {"cmd": ["echo", "::1"], "env": {"a": ":1"}}
+    assert marks.value(("cmd", 1)) == (1, 13)
+    assert marks.value(("env", "a")) == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "text,line,col,message",
+    [
+        # ':' then a space, a flow indicator or the line end starts no scalar.
+        ("[: ]", 1, 2, "a mapping key is missing before ':'"),
+        ("[:]", 1, 2, "a mapping key is missing before ':'"),
+        ("[:,]", 1, 2, "a mapping key is missing before ':'"),
+        ("[a, :]", 1, 5, "a mapping key is missing before ':'"),
+        ("[:\n]", 1, 2, "a mapping key is missing before ':'"),
+        ("{a: :}", 1, 5, "a value inside {} cannot be a lone ':'"),
+        ("{a: : b}", 1, 5, "a value inside {} cannot be a lone ':'"),
+        ('{"a"::}', 1, 6, "a value inside {} cannot be a lone ':'"),
+        # ':' then ':' then a closer: the scalar is ':' and a ':' indicator follows it.
+        ("[::]", 1, 3, r"a 'key: value' pair inside \[\.\.\.\]"),
+        ("[:a: b]", 1, 4, r"a 'key: value' pair inside \[\.\.\.\]"),
+        ("{a: ::}", 1, 6, "unexpected ':' after a flow mapping value"),
+        ("{a: :x: y}", 1, 7, "unexpected ':' after a flow mapping value"),
+        # Keys inside {} may not start with ':': YAML 1.2 reads ':a' as the key, ruamel reads
+        # an empty key (or fails), PyYAML fails.
+        ("{:a: b}", 1, 2, "a key inside {} cannot start with ':'"),
+        ("{:a}", 1, 2, "a key inside {} cannot start with ':'"),
+        ("{a: 1, :b: 2}", 1, 8, "a key inside {} cannot start with ':'"),
+        ("{: a}", 1, 2, "a mapping key is missing before ':'"),
+        # Unchanged: '?x' stays refused inside flow, multi-line plain scalars stay refused.
+        ("[?x]", 1, 2, "cannot start with '\\?'"),
+        ("[:x\n :y]", 2, 2, "a plain scalar cannot span several lines"),
+        ("[:a]x", 1, 5, "unexpected text after the closing bracket"),
+    ],
+)
+def test_colon_first_flow_scalars_that_stay_invalid(
+    text: str, line: int, col: int, message: str
+) -> None:
+    with pytest.raises(YamlError, match=message) as info:
+        loads(text)
+    assert (info.value.line, info.value.col) == (line, col)
