@@ -101,15 +101,15 @@ from typing import (
     Tuple,
 )
 
+from orch import procs
+
 __all__ = [
     "CONTEXT_SCHEMA_VERSION",
     "Collected",
     "Matches",
     "collect_outputs",
-    "context_path",
     "match_outputs",
     "resolve_artifacts_dir",
-    "task_environment",
     "write_context",
 ]
 
@@ -170,25 +170,6 @@ def resolve_artifacts_dir(artifacts_dir: Optional[str], workdir: str) -> Optiona
     if artifacts_dir is None:
         return None
     return os.path.abspath(os.path.join(workdir, os.path.expanduser(artifacts_dir)))
-
-
-def context_path(run_dir: str, task_id: str) -> str:
-    """Where the ORCH_CONTEXT file of ``task_id`` lives."""
-    return os.path.join(run_dir, "context", f"{task_id}.json")
-
-
-def task_environment(
-    run_id: str, task_id: str, attempt: int, run_dir: str, context_file: str
-) -> Dict[str, str]:
-    """The ORCH_* variables of one attempt (to lay over orch's env and the plan's env)."""
-    return {
-        "ORCH_RUN_ID": run_id,
-        "ORCH_TASK_ID": task_id,
-        "ORCH_ATTEMPT": str(attempt),
-        "ORCH_RUN_DIR": run_dir,
-        "ORCH_ARTIFACTS_DIR": os.path.join(run_dir, "artifacts"),
-        "ORCH_CONTEXT": context_file,
-    }
 
 
 # --------------------------------------------------------------------------- matching
@@ -410,16 +391,6 @@ def _remove(path: str) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _remove_stale(parent: str, task_id: str) -> None:
     """Temporary trees left by a collector that was killed (its pid is gone)."""
     stale = re.compile(re.escape(f".{task_id}.") + r"(?:tmp|old)-(\d+)-[0-9a-f]+\Z")
@@ -429,7 +400,7 @@ def _remove_stale(parent: str, task_id: str) -> None:
         return
     for name in names:
         found = stale.match(name)
-        if found and not _pid_alive(int(found.group(1))):
+        if found and not procs.pid_exists(int(found.group(1))):
             _remove(os.path.join(parent, name))
 
 
@@ -665,7 +636,8 @@ def _collect(
     excluded = [os.path.realpath(p) for p in [t.parent for t in targets] + list(exclude)]
     paths: List[str] = []
     if os.path.isdir(root):
-        paths, matches = _match(patterns, root, excluded)
+        matches = match_outputs(patterns, root, excluded)
+        paths = ["" if p == "." else p for p in matches.paths]
     else:
         errors.append(f"task cwd {cwd} is not a directory, nothing collected")
         matches = Matches([], list(patterns), [])
@@ -749,11 +721,8 @@ def write_context(
     # not exist yet. Saves a rename per attempt and a creation per retry (0.1-1 ms each on a
     # busy ext4).
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-        fd = os.open(path, flags, 0o600)
+    # No makedirs: a missing context/ means the run directory is gone, never to be recreated.
+    fd = os.open(path, flags, 0o600)
     try:
         view = memoryview(data)
         while view:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
-from orch import __version__
+from orch import __version__, exitcodes
 from orch.errors import OrchError, UsageError
 
 __all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_INVALID = 2
+EXIT_OK = exitcodes.OK
+EXIT_INTERNAL = exitcodes.INTERNAL
+EXIT_INVALID = exitcodes.INVALID
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -107,15 +107,22 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from orch.plan import load_plan
+    from orch.plan import describe_plan, describe_task, load_plan
 
     plan, raw = load_plan(args.plan)
     if args.dry_run:
         from orch.graph import waves
 
+        # Each wave, then the effective settings of its tasks that have any (as validate).
+        settings = {t.id: describe_task(t) for t in plan.tasks}
+        lines: List[str] = []
         for number, wave in enumerate(waves(plan), 1):
-            print(f"wave {number}: {' '.join(wave)}")
-        print(f"plan OK: {len(plan.tasks)} tasks, dry run: nothing executed")
+            lines.append(f"wave {number}: {' '.join(wave)}")
+            lines.extend(f"  {tid}: {settings[tid]}" for tid in wave if settings[tid])
+        if describe_plan(plan):
+            lines.append(f"plan: {describe_plan(plan)}")
+        lines.append(f"plan OK: {len(plan.tasks)} tasks, dry run: nothing executed")
+        sys.stdout.write("\n".join(lines) + "\n")
         return EXIT_OK
     from orch.engine import start_run
 
@@ -258,15 +265,15 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         if args.attempt is not None:
             raise UsageError("--follow cannot be combined with --attempt")
 
-        def read() -> dict:  # type: ignore[type-arg]
+        def read() -> Dict[str, Any]:
             current = store.read_state(run_dir)
             current["owner_alive"] = store.owner_alive(run_dir)
-            return current
+            return dict(current)
 
         logs.follow(out, read, args.task, args.stream, tail=args.tail)
         return EXIT_OK
     task_ids = [args.task] if args.task else list(state["tasks"])
-    logs.write_logs(out, state, task_ids, args.stream, args.tail, args.attempt)
+    logs.write_logs(out, dict(state), task_ids, args.stream, args.tail, args.attempt)
     out.flush()
     return EXIT_OK
 
@@ -311,10 +318,19 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from orch.plan import load_plan
+    from orch.plan import describe_plan, describe_task, load_plan
 
     plan, _ = load_plan(args.plan)
-    print(f"plan OK: {len(plan.tasks)} tasks")
+    # The first line stays exactly `plan OK: N tasks` (scripts read it); then the plan-level
+    # settings and, per task, its effective settings after defaults, for those that have any.
+    lines = [f"plan OK: {len(plan.tasks)} tasks"]
+    if describe_plan(plan):
+        lines.append(f"plan: {describe_plan(plan)}")
+    for task in plan.tasks:
+        settings = describe_task(task)
+        if settings:
+            lines.append(f"  {task.id}: {settings}")
+    sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
@@ -405,6 +421,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INVALID
     except Exception as err:
         sys.stderr.write(f"orch: internal error: {type(err).__name__}: {err}\n")
+        if os.environ.get("ORCH_DEBUG"):
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        else:
+            sys.stderr.write("orch: set ORCH_DEBUG=1 to see the traceback\n")
         return EXIT_INTERNAL
 
 

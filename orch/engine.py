@@ -14,23 +14,22 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set
 
+from orch import exitcodes, procs
 from orch import store as store_mod
 from orch.errors import StateError, UsageError
+from orch.graph import select_for_resume
+from orch.layout import RunLayout
 from orch.model import Plan, RunStatus, SkipReason, TaskStatus
-from orch.scheduler import Scheduler, StopRequest, plan_state
+from orch.runner import LocalRunner
+from orch.scheduler import RunDirectoryGone, Scheduler, StopRequest, recorded_outcome
+from orch.state import RunState, initial_run_state
 
-__all__ = ["EXIT_CODES", "cancel_run", "resume_run", "start_run"]
+__all__ = ["cancel_run", "resume_run", "start_run"]
 
-EXIT_CODES = {
-    RunStatus.SUCCESS: 0,
-    RunStatus.FAILED: 3,
-    RunStatus.CANCELED: 4,
-}
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FINAL = (RunStatus.SUCCESS.value, RunStatus.FAILED.value, RunStatus.CANCELED.value)
-_HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 # How long `orch cancel` waits for a run whose new owner holds the lock but has not yet
 # written owner.json (a resume that is just starting).
 _OWNER_WAIT_SEC = 5.0
@@ -61,29 +60,31 @@ def start_run(
     artifacts_dir = None
     if plan.artifacts_dir is not None:
         artifacts_dir = os.path.join(workdir, plan.artifacts_dir)
-    now = store_mod.now_iso()
-    state = plan_state(
-        plan,
-        {
-            "status": RunStatus.PENDING.value,
-            "goal": plan.goal,
-            "created_at": now,
-            "updated_at": now,
-            "started_at": None,
-            "ended_at": None,
-            "workdir": workdir,
-            "plan_path": plan_path,
-            "artifacts_dir": artifacts_dir,
-            "max_parallel": max_parallel,
-            "fail_fast": fail_fast,
-        },
-    )
+
+    def make_state(run_id: str, run_dir: str) -> RunState:
+        layout = RunLayout(run_dir)
+        return initial_run_state(
+            plan,
+            run_id=run_id,
+            run_dir=run_dir,
+            home=home,
+            workdir=workdir,
+            plan_path=plan_path,
+            artifacts_dir=artifacts_dir,
+            max_parallel=max_parallel,
+            fail_fast=fail_fast,
+            now=store_mod.now_iso(),
+            log_paths={
+                t.id: (layout.stdout_log(t.id), layout.stderr_log(t.id)) for t in plan.tasks
+            },
+        )
+
     grace = _grace_sec()
     stop = StopRequest()
     # Handlers go in before the run exists: a signal sent the moment `run_id:` appears must
     # already take the cancel path.
     with _stop_signals(stop):
-        run = store_mod.create_run(home, plan_bytes, state)
+        run = store_mod.create_run(home, plan_bytes, make_state)
         _announce(run.run_id)
         return _execute(run, plan, {t.id for t in plan.tasks}, max_parallel, stop, grace)
 
@@ -96,17 +97,18 @@ def resume_run(*, home: str, run_id: str, failed_only: bool, max_parallel: Optio
     with _stop_signals(stop):
         run = store_mod.open_run(home, run_id)
         try:
-            plan_file = os.path.join(run.run_dir, "plan.yaml")
+            plan_file = run.layout.plan
             plan = parse_plan(store_mod.read_plan_text(run.run_dir), plan_file)
             _check_snapshot(plan, run.state, plan_file)
             _announce(run.run_id)
             _recover_interrupted(run, grace)
-            selected = _select_for_resume(plan, run.state, failed_only)
+            recorded = {t: recorded_outcome(e) for t, e in run.state["tasks"].items()}
+            selected = select_for_resume(plan.tasks, recorded, failed_only=failed_only)
             if not selected and run.state["status"] in _FINAL:
                 # Nothing to run (e.g. the run already succeeded): no new session, so its
                 # recorded times and report stay as they are.
                 _close_quietly(run)
-                return EXIT_CODES[RunStatus(run.state["status"])]
+                return exitcodes.for_run_status(RunStatus(run.state["status"]))
             if max_parallel is not None:
                 run.update_run({"max_parallel": max_parallel})
         except BaseException:
@@ -115,7 +117,7 @@ def resume_run(*, home: str, run_id: str, failed_only: bool, max_parallel: Optio
         return _execute(run, plan, selected, int(run.state["max_parallel"]), stop, grace)
 
 
-def _check_snapshot(plan: Plan, state: Dict[str, Any], plan_file: str) -> None:
+def _check_snapshot(plan: Plan, state: RunState, plan_file: str) -> None:
     planned = [t.id for t in plan.tasks]
     if set(planned) != set(state["tasks"]):
         raise StateError(
@@ -134,7 +136,7 @@ def cancel_run(*, home: str, run_id: str) -> str:
         if store_mod.owner_alive(run_dir):
             # The owner removed any stale cancel file before writing owner.json: this one
             # is for it.
-            path = os.path.join(run_dir, store_mod.CANCEL_FILE)
+            path = RunLayout(run_dir).cancel
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             return f"cancel requested: {run_id}"
         if state["status"] in _FINAL:
@@ -186,6 +188,8 @@ def _execute(
 
     progress = make_progress(sys.stderr, os.environ)
     began = store_mod.now_iso()
+    runner = LocalRunner()
+    closed = False
     try:
         run.update_run({"status": RunStatus.RUNNING.value, "started_at": began, "ended_at": None})
         # A snapshot, not just a journal line: state.json itself says RUNNING from now on,
@@ -195,8 +199,9 @@ def _execute(
             plan,
             run,
             progress,
+            runner,
             selected=selected,
-            max_parallel=max_parallel,
+            max_parallel=_fit_to_descriptor_limit(max_parallel),
             fail_fast=bool(run.state["fail_fast"]),
             stop=stop,
             grace_sec=grace,
@@ -205,15 +210,48 @@ def _execute(
         run.update_run({"status": status.value, "ended_at": store_mod.now_iso()})
         run.flush()
         report_path = _write_report(run)
+    except RunDirectoryGone as err:
+        # Nothing can be recorded: give up ownership without writing a stray directory.
+        closed = True
+        run.abandon()
+        raise StateError(str(err)) from None
     except OSError as err:
         raise StateError(
             f"run {run.run_id} stopped: cannot write to {err.filename or run.run_dir}: "
             f"{err.strerror or err}"
         ) from None
     finally:
-        _close_quietly(run)
+        runner.close()
+        if not closed:
+            _close_quietly(run)
     progress.run_finished(status.value, _counts(run.state), _wall(began), report_path)
-    return EXIT_CODES[status]
+    return exitcodes.for_run_status(status)
+
+
+# Descriptors orch itself may hold (journal, lock, std streams, collectors' files, imports),
+# and the most one running attempt holds at once (its pidfd; two log files while spawning).
+_OWN_DESCRIPTORS = 24
+_DESCRIPTORS_PER_ATTEMPT = 2
+
+
+def _fit_to_descriptor_limit(max_parallel: int) -> int:
+    """--max-parallel lowered to what ``ulimit -n`` allows, said once on stderr."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return max_parallel
+    if soft == resource.RLIM_INFINITY:
+        return max_parallel
+    allowed = max(1, (soft - _OWN_DESCRIPTORS) // _DESCRIPTORS_PER_ATTEMPT)
+    if allowed >= max_parallel:
+        return max_parallel
+    sys.stderr.write(
+        f"orch: the open-file limit (ulimit -n {soft}) allows {allowed} tasks at once: "
+        f"running at most {allowed}, not --max-parallel {max_parallel}\n"
+    )
+    return allowed
 
 
 def _close_quietly(run: store_mod.RunStore) -> None:
@@ -243,7 +281,7 @@ def _stop_signals(stop: StopRequest) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _counts(state: Dict[str, Any]) -> Dict[str, int]:
+def _counts(state: RunState) -> Dict[str, int]:
     counts: Dict[str, int] = {}
     for entry in state["tasks"].values():
         counts[entry["status"]] = counts.get(entry["status"], 0) + 1
@@ -260,14 +298,14 @@ def _write_report(run: store_mod.RunStore) -> str:
     from orch import logs, report
 
     def stderr_tail(task_id: str, lines: int) -> List[str]:
-        path = run.state["tasks"][task_id]["stderr_path"]
+        path = run.state["tasks"][task_id].get("stderr_path")
         try:
-            raw = logs.tail_lines(path, lines)
+            raw = logs.tail_lines(path, lines) if path else []
         except OSError:
             return []
         return [line.decode("utf-8", "replace").rstrip("\n") for line in raw]
 
-    path = os.path.join(run.run_dir, "report", "final_report.md")
+    path = run.layout.report
     text = report.render_final_report(run.state, stderr_tail)
     store_mod.write_file_atomic(path, text.encode("utf-8"))
     return path
@@ -283,9 +321,10 @@ def _recover_interrupted(run: store_mod.RunStore, grace: float, canceled: bool =
     recorded = []
     for entry in tasks.values():
         history = entry["history"]
-        if history and history[-1].get("ended_at") is None and history[-1].get("pid"):
-            recorded.append((int(history[-1]["pid"]), history[-1].get("identity")))
-    _end_leftovers(run.run_id, set(tasks), recorded, grace)
+        pid = history[-1].get("pid") if history else None
+        if pid and history[-1].get("ended_at") is None:
+            recorded.append((pid, history[-1].get("identity")))
+    procs.end_leftovers(run.run_id, set(tasks), recorded, grace)
     now = store_mod.now_iso()
     for task_id, entry in tasks.items():
         history = entry["history"]
@@ -297,171 +336,3 @@ def _recover_interrupted(run: store_mod.RunStore, grace: float, canceled: bool =
                 {"status": TaskStatus.FAILED.value, "error": "interrupted", "ended_at": now},
             )
     run.flush()
-
-
-# ---------------------------------------------------------------------------- leftovers
-#
-# After a crash the run's processes may outlive orch. The state names the leader of every
-# attempt it recorded, but not all of them: orch can die between spawning a task and writing
-# its pid, and a leader can be gone while its grandchildren live on. Every task process gets
-# ORCH_RUN_ID and ORCH_TASK_ID in its environment and passes them to its children, so on Linux
-# the rest are found in /proc/*/environ. Elsewhere only the recorded leaders' groups are ended.
-
-# A process to end: the group to signal (0: signal the pid alone), its pid, its identity.
-_Target = Tuple[int, int, str]
-_POLL_SEC = 0.05
-_KILL_ROUNDS = 3
-
-
-def _end_leftovers(
-    run_id: str, task_ids: Set[str], recorded: List[Tuple[int, Optional[str]]], grace: float
-) -> None:
-    """SIGTERM every leftover process of the run, and SIGKILL what is left after ``grace``."""
-    termed: Set[Tuple[int, str]] = set()
-    deadline = time.monotonic() + grace
-    kill_rounds = 0
-    while kill_rounds < _KILL_ROUNDS:  # what survives three SIGKILLs is not ours to end
-        targets = _leftovers(run_id, task_ids, recorded)
-        if not targets:
-            return
-        late = time.monotonic() >= deadline
-        for target in targets:
-            if late:
-                _signal(target, signal.SIGKILL)
-            elif target[1:] not in termed:
-                # Rescans find processes forked since the last one: each gets its SIGTERM.
-                termed.add(target[1:])
-                _signal(target, signal.SIGTERM)
-                _signal(target, signal.SIGCONT)  # a stopped process would never see it
-        kill_rounds += late
-        time.sleep(_POLL_SEC)
-
-
-def _leftovers(
-    run_id: str, task_ids: Set[str], recorded: List[Tuple[int, Optional[str]]]
-) -> List[_Target]:
-    from orch.runner import process_identity
-
-    found: Dict[int, _Target] = {}
-    for pid, identity in recorded:
-        # The identity rules out pid reuse: the number may belong to another process by now.
-        if identity and process_identity(pid) == identity and not _zombie(pid):
-            found[pid] = (pid, pid, identity)  # a leader: its own group (own session)
-    if not _HAVE_PROC:
-        return list(found.values())
-    own_session = os.getsid(0)
-    spared = _ancestors()
-    for pid in _processes_of_run(run_id, task_ids):
-        stat = _stat(pid)
-        identity = process_identity(pid)
-        if pid in spared or pid in found or stat is None or identity is None or stat[0] in "ZX":
-            continue
-        # A group in our own session is not one a task made: end only the process itself.
-        group = stat[1] if stat[2] != own_session else 0
-        found[pid] = (group, pid, identity)
-    return list(found.values())
-
-
-def _signal(target: _Target, sig: int) -> None:
-    from orch.runner import process_identity
-
-    group, pid, identity = target
-    # Checked just before signaling: while the member lives, its group id cannot be reused.
-    # (Race: it could exit and the id be reused within microseconds; as in runner._terminate.)
-    if process_identity(pid) != identity:
-        return
-    if group and _HAVE_PROC:
-        stat = _stat(pid)
-        if stat is None or stat[1] != group:
-            return
-    with contextlib.suppress(OSError):
-        if group:
-            os.killpg(group, sig)
-        else:
-            os.kill(pid, sig)
-
-
-def _stat(pid: int) -> Optional[Tuple[str, int, int]]:
-    """(state, process group, session) of a Linux process; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: the fields start after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        return fields[0].decode("ascii", "replace"), int(fields[2]), int(fields[3])
-    except (IndexError, ValueError):
-        return None
-
-
-def _zombie(pid: int) -> bool:
-    stat = _stat(pid) if _HAVE_PROC else None
-    return stat is not None and stat[0] in "ZX"
-
-
-def _ancestors() -> Set[int]:
-    """This process and its ancestors: never leftovers, whatever their environment says."""
-    chain = {os.getpid()}
-    pid = os.getppid()
-    while pid > 1 and pid not in chain:
-        chain.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                raw = f.read()
-            pid = int(raw[raw.rfind(b")") + 2 :].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-    return chain
-
-
-def _processes_of_run(run_id: str, task_ids: Set[str]) -> List[int]:
-    """Pids whose environment holds ORCH_RUN_ID=run_id and ORCH_TASK_ID=<a task of the run>."""
-    want_run = b"ORCH_RUN_ID=" + run_id.encode()
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:
-            continue  # gone, or another user's process: not ours to end anyway
-        if want_run not in environ:
-            continue
-        for item in environ:
-            if item.startswith(b"ORCH_TASK_ID="):
-                if item[len(b"ORCH_TASK_ID=") :].decode("utf-8", "replace") in task_ids:
-                    pids.append(int(name))
-                break
-    return pids
-
-
-def _select_for_resume(plan: Plan, state: Dict[str, Any], failed_only: bool) -> Set[str]:
-    tasks = state["tasks"]
-    if not failed_only:
-        return {t.id for t in plan.tasks if tasks[t.id]["status"] != TaskStatus.SUCCESS.value}
-    # PENDING is a task the run never finished: an interrupted run's tasks that never
-    # started or waited out a retry backoff. Leaving them PENDING would leave the run
-    # unfinishable by --failed-only, so they count with the failed ones.
-    again = (TaskStatus.FAILED.value, TaskStatus.PENDING.value)
-    selected = {t.id for t in plan.tasks if tasks[t.id]["status"] in again}
-    # SKIPPED because of a selected task, transitively: repeat until nothing changes, in
-    # dependency order without recursion.
-    dependents: Dict[str, List[str]] = {t.id: [] for t in plan.tasks}
-    for t in plan.tasks:
-        for dep in t.depends_on:
-            dependents[dep].append(t.id)
-    stack = list(selected)
-    while stack:
-        for child in dependents[stack.pop()]:
-            entry = tasks[child]
-            if (
-                child not in selected
-                and entry["status"] == TaskStatus.SKIPPED.value
-                and entry["skip_reason"] == SkipReason.DEPENDENCY_NOT_SUCCESS.value
-            ):
-                selected.add(child)
-                stack.append(child)
-    return selected

@@ -6,14 +6,35 @@ hit Python's recursion limit.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+import heapq
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
-from orch.model import Plan
+from orch.model import Plan, Task
 
 __all__ = [
+    "CONDITION_NOT_MET",
+    "DEPENDENCY_NOT_SUCCESS",
     "STATUS_COLORS",
+    "Outcome",
+    "Readiness",
+    "downstream",
     "find_cycles",
+    "is_failure",
     "mermaid_flowchart",
+    "passes_for_dependents",
+    "select_for_resume",
     "to_dot",
     "to_mermaid",
     "waves",
@@ -194,3 +215,208 @@ def to_dot(plan: Plan, statuses: Optional[Mapping[str, object]] = None) -> str:
     )
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+class Outcome(NamedTuple):
+    """How a task ended, as its dependents see it."""
+
+    status: str  # SUCCESS, FAILED, SKIPPED or CANCELED
+    skip_reason: Optional[str] = None
+    allowed_failure: bool = False
+
+
+def passes_for_dependents(outcome: Outcome) -> bool:
+    """What ``run_when: success`` waits for: SUCCESS, or a FAILED task allowed to fail."""
+    return outcome.status == "SUCCESS" or (outcome.status == "FAILED" and outcome.allowed_failure)
+
+
+def is_failure(outcome: Outcome) -> bool:
+    """What ``run_when: failure`` waits for: a FAILED task (allowed or not), or a task
+    SKIPPED because of one."""
+    return outcome.status == "FAILED" or (
+        outcome.status == "SKIPPED" and outcome.skip_reason == DEPENDENCY_NOT_SUCCESS
+    )
+
+
+DEPENDENCY_NOT_SUCCESS = "dependency_not_success"
+CONDITION_NOT_MET = "condition_not_met"
+
+
+class Readiness:
+    """Ninja's Plan: which of the selected tasks may start, in plan order, and which can
+    no longer run.
+
+    Pure bookkeeping: the scheduler reports how tasks ended and asks for the next ready task;
+    nothing here runs, records or prints. Tasks not selected keep the outcome they had
+    (``recorded``); a selected task waits until each of its dependencies has ended, then is
+    ready or skipped by its ``run_when`` (success: every dependency passed; done: always;
+    failure: at least one dependency failed). A ``run_when: success`` task is skipped as soon
+    as one dependency cannot pass. Ready tasks wait in one heap per pool, so a full pool never
+    holds up a task of another pool (no head-of-line blocking).
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        selected: Set[str],
+        recorded: Mapping[str, Outcome],
+    ) -> None:
+        self._order = {t.id: i for i, t in enumerate(tasks)}
+        self._tasks = {t.id: t for t in tasks}
+        self._dependents: Dict[str, List[str]] = {t.id: [] for t in tasks}
+        for t in tasks:
+            for dep in dict.fromkeys(t.depends_on):
+                self._dependents[dep].append(t.id)
+        self._selected = selected
+        self._ended: Dict[str, Outcome] = {
+            task_id: outcome for task_id, outcome in recorded.items() if task_id not in selected
+        }
+        self._waiting: Dict[str, int] = {}
+        self._ready: Dict[Optional[str], List[Tuple[int, str]]] = {}
+        self._decided: Set[str] = set()  # selected tasks made ready or skipped
+
+    def start(self) -> List[Tuple[str, str]]:
+        """Find the tasks that can start at once; returns the ones skipped already."""
+        skipped: List[Tuple[str, str]] = []
+        for task_id in sorted(self._selected, key=self._order.__getitem__):
+            deps = dict.fromkeys(self._tasks[task_id].depends_on)
+            self._waiting[task_id] = sum(1 for dep in deps if dep not in self._ended)
+        for task_id in sorted(self._selected, key=self._order.__getitem__):
+            if task_id not in self._decided:
+                self._decide(task_id, skipped)
+        return skipped
+
+    def task_ended(self, task_id: str, outcome: Outcome) -> List[Tuple[str, str]]:
+        """Record how ``task_id`` ended; returns the (task, skip reason) that follow from it,
+        in the order they were decided (each already counted as ended)."""
+        skipped: List[Tuple[str, str]] = []
+        self._end(task_id, outcome, skipped)
+        return skipped
+
+    def requeue(self, task_id: str) -> None:
+        """A task that will run again (a retry after its backoff) is ready again."""
+        pool = self._tasks[task_id].pool
+        heapq.heappush(self._ready.setdefault(pool, []), (self._order[task_id], task_id))
+
+    def has_ready(self) -> bool:
+        return any(self._ready.values())
+
+    def pop_ready(self, can_start: Callable[[Optional[str]], bool]) -> Optional[str]:
+        """The first ready task in plan order whose pool ``can_start``; None if none."""
+        best: Optional[Tuple[int, str]] = None
+        best_pool: Optional[str] = None
+        for pool, heap in self._ready.items():
+            if heap and (best is None or heap[0] < best) and can_start(pool):
+                best, best_pool = heap[0], pool
+        if best is None:
+            return None
+        heapq.heappop(self._ready[best_pool])
+        return best[1]
+
+    def waiting_for_pool(self, can_start: Callable[[Optional[str]], bool]) -> List[str]:
+        """Ready tasks held back only by a full pool, in plan order."""
+        held = [t for pool, heap in self._ready.items() if not can_start(pool) for _, t in heap]
+        return sorted(held, key=self._order.__getitem__)
+
+    def abandon(self) -> List[str]:
+        """Stop starting anything: returns the ready and the still-waiting selected tasks in
+        plan order (now decided; the caller marks them). Running tasks are not among them."""
+        left = [task_id for heap in self._ready.values() for _, task_id in heap]
+        self._ready.clear()
+        left.extend(t for t in self._selected if t not in self._decided)
+        self._decided.update(left)
+        return sorted(left, key=self._order.__getitem__)
+
+    # ------------------------------------------------------------------ internals
+
+    def _end(self, task_id: str, outcome: Outcome, skipped: List[Tuple[str, str]]) -> None:
+        self._ended[task_id] = outcome
+        for dependent in self._dependents[task_id]:
+            if dependent not in self._waiting or dependent in self._decided:
+                continue
+            self._waiting[dependent] -= 1
+            self._decide(dependent, skipped)
+
+    def _decide(self, task_id: str, skipped: List[Tuple[str, str]]) -> None:
+        task = self._tasks[task_id]
+        deps = [self._ended[d] for d in dict.fromkeys(task.depends_on) if d in self._ended]
+        reason: Optional[str] = None
+        if task.run_when == "success":
+            blocking = [o for o in deps if not passes_for_dependents(o)]
+            if blocking:
+                # A condition skip upstream is not a failure: it propagates as itself.
+                condition = all(o.skip_reason == CONDITION_NOT_MET for o in blocking)
+                reason = CONDITION_NOT_MET if condition else DEPENDENCY_NOT_SUCCESS
+            elif self._waiting[task_id]:
+                return
+        else:
+            if self._waiting[task_id]:
+                return
+            if task.run_when == "failure" and not any(is_failure(o) for o in deps):
+                reason = CONDITION_NOT_MET
+        self._decided.add(task_id)
+        if reason is None:
+            heapq.heappush(self._ready.setdefault(task.pool, []), (self._order[task_id], task_id))
+            return
+        skipped.append((task_id, reason))
+        self._end(task_id, Outcome("SKIPPED", reason), skipped)
+
+
+def downstream(tasks: Sequence[Task], roots: Iterable[str]) -> Set[str]:
+    """Every task that depends on one of ``roots``, directly or not (roots excluded)."""
+    dependents: Dict[str, List[str]] = {t.id: [] for t in tasks}
+    for t in tasks:
+        for dep in t.depends_on:
+            dependents[dep].append(t.id)
+    found: Set[str] = set()
+    stack = list(roots)
+    while stack:
+        for child in dependents[stack.pop()]:
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def select_for_resume(
+    tasks: Sequence[Task],
+    recorded: Mapping[str, Outcome],
+    *,
+    failed_only: bool,
+    rerun: Iterable[str] = (),
+    rerun_downstream: bool = False,
+) -> Set[str]:
+    """The tasks a resume runs again; ``recorded`` is every task's outcome (PENDING and
+    RUNNING included, as their status).
+
+    Default: every task that is not SUCCESS. ``failed_only``: the FAILED tasks, the PENDING
+    ones (an interrupted run's never-started tasks, which would otherwise never run), and the
+    tasks skipped because of them, transitively. ``rerun``: these too, SUCCESS or not, and with
+    ``rerun_downstream`` everything downstream of them.
+    """
+    if not failed_only:
+        selected = {t.id for t in tasks if recorded[t.id].status != "SUCCESS"}
+    else:
+        selected = {t.id for t in tasks if recorded[t.id].status in ("FAILED", "PENDING")}
+        dependents: Dict[str, List[str]] = {t.id: [] for t in tasks}
+        for t in tasks:
+            for dep in t.depends_on:
+                dependents[dep].append(t.id)
+        stack = list(selected)
+        while stack:
+            for child in dependents[stack.pop()]:
+                outcome = recorded[child]
+                if (
+                    child not in selected
+                    and outcome.status == "SKIPPED"
+                    and outcome.skip_reason in (DEPENDENCY_NOT_SUCCESS, CONDITION_NOT_MET)
+                ):
+                    selected.add(child)
+                    stack.append(child)
+    again = set(rerun)
+    if rerun_downstream:
+        again |= downstream(tasks, again)
+    return selected | again

@@ -3,7 +3,7 @@
 Logs are opaque bytes (a task may print anything), so everything here works on bytes, copies
 in fixed-size chunks and never holds a whole log in memory: ``--tail 50`` of a 1 GB log reads
 a few blocks from the end. Which bytes belong to which attempt comes from the offsets the
-scheduler records in each task's ``history`` (see STATE.md): attempt n is
+scheduler records in each task's ``history`` (see docs/STATE.md): attempt n is
 ``[offset of n, offset of the next attempt or EOF)``.
 """
 
@@ -16,11 +16,22 @@ import time
 from typing import IO, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from orch.errors import StateError, UsageError
+from orch.layout import RunLayout
 
-__all__ = ["STREAMS", "attempt_range", "follow", "tail_lines", "write_logs"]
+__all__ = [
+    "STREAMS",
+    "TAIL_BYTES",
+    "attempt_range",
+    "follow",
+    "tail_bytes",
+    "tail_lines",
+    "write_logs",
+]
 
 STREAMS = ("stdout", "stderr", "both")
 _BLOCK = 64 * 1024
+# Most bytes a tail (report, progress, retry_on output rules) reads from the end of a log.
+TAIL_BYTES = 64 * 1024
 _SUFFIX = {"stdout": ".out.log", "stderr": ".err.log"}
 # A task in one of these states may still write to its logs.
 _LIVE = ("PENDING", "RUNNING")
@@ -28,15 +39,17 @@ _LIVE = ("PENDING", "RUNNING")
 _Section = Tuple[str, str, Optional[str], int, int]  # task, stream, path, start, end
 
 
-def tail_lines(path: str, n: int) -> List[bytes]:
-    """The last ``n`` lines of the file, each with its ``\\n`` (the last one may lack it).
+def tail_lines(path: str, n: int, start: int = 0, max_bytes: int = TAIL_BYTES) -> List[bytes]:
+    """The last ``n`` lines of the file from offset ``start`` on, each with its ``\\n`` (the
+    last one may lack it), within its last ``max_bytes`` (a longer line is cut at its start).
 
-    A missing file has no lines. Only the end of the file is read.
+    A missing file has no lines. Only the end of the file is read, and at most ``max_bytes``
+    of it are held in memory, whatever the lines' length.
     """
     try:
         with open(path, "rb") as f:
             end = os.fstat(f.fileno()).st_size
-            start = _tail_start(f, n, 0, end)
+            start = _tail_start(f, n, max(min(start, end), end - max_bytes), end)
             f.seek(start)
             data = f.read(end - start)
     except FileNotFoundError:
@@ -46,6 +59,20 @@ def tail_lines(path: str, n: int) -> List[bytes]:
     if pieces[-1]:
         lines.append(pieces[-1])
     return lines
+
+
+def tail_bytes(path: Optional[str], start: int, window: int = TAIL_BYTES) -> bytes:
+    """The last ``window`` bytes of the file written from offset ``start`` on (b"" if none)."""
+    if not path:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            begin = max(min(start, end), end - window)
+            f.seek(begin)
+            return f.read(end - begin)
+    except OSError:
+        return b""
 
 
 def _tail_start(f: IO[bytes], n: int, start: int, end: int) -> int:
@@ -232,7 +259,8 @@ def _log_path(state: Dict[str, object], task_id: str, stream: str) -> str:
     run_dir = state.get("run_dir")
     if not isinstance(run_dir, str):
         raise StateError(f"state of task '{task_id}' names no {stream} log")
-    return os.path.join(run_dir, "logs", task_id + _SUFFIX[stream])
+    layout = RunLayout(run_dir)
+    return layout.stdout_log(task_id) if stream == "stdout" else layout.stderr_log(task_id)
 
 
 class _Cursor:

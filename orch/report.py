@@ -1,6 +1,6 @@
 """Pure renderers from stored state: `orch status`, `orch list` and report/final_report.md.
 
-Every function takes the state dict of ``orch.store.read_state`` (schema: STATE.md) and returns
+Every function takes the state dict of ``orch.store.read_state`` (schema: docs/STATE.md) and returns
 text, so `status`, `list` and the report look the same from any process. Nothing here reads a
 file: the stderr tail of a failed task comes through a callback. The state holds no env values,
 and nothing here adds any.
@@ -369,7 +369,8 @@ def list_entry_json(
         counts[name] = counts.get(name, 0) + 1
     return {
         "run_id": state.get("run_id"),
-        "status": status,
+        "status": state.get("status"),
+        "effective_status": status,
         "goal": state.get("goal"),
         "created_at": state.get("created_at"),
         "started_at": state.get("started_at"),

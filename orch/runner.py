@@ -1,48 +1,50 @@
-"""One attempt of one task, as a real process group (Ninja's CommandRunner).
+"""Runners: where attempts run (Ninja's CommandRunner). The scheduler sees only ``Runner``.
 
-The runner knows nothing of plans, graphs or state files: it starts a command in its own
-session with stdin from /dev/null and stdout/stderr appended straight to the task's log
-files, waits for it without spinning, enforces the deadline and the cancel event with
-SIGTERM -> grace -> SIGKILL to the whole group, and returns what happened as a value.
+A runner starts an attempt from an ``AttemptSpec``, reports finished attempts from ``wait``,
+enforces each attempt's wall and idle limits itself, and stops an attempt on request with
+SIGTERM -> grace -> SIGKILL; every result is a value (``AttemptResult``), never an exception.
+It knows nothing of plans, graphs or state files. ``wait`` is polled by the scheduler's one
+loop, so a runner whose attempts live elsewhere (a batch system) fits the same shape.
 
-The interface is narrow on purpose (``start_attempt`` / ``supervise`` / ``Attempt``) so that
-another executor could replace local ``Popen`` without touching the scheduler.
+``LocalRunner`` runs each attempt as its own session and process group on this machine, with
+stdin from /dev/null and stdout/stderr appended straight to the task's log files by the child
+itself (orch holds no pipe). Exits are watched without threads and without reaping early: one
+``poll`` over the leaders' pidfds (Linux), one kqueue (macOS/BSD), or ``waitid(WNOWAIT)``
+polling elsewhere. Not reaping matters: while a leader is an unreaped zombie its pid, hence its
+group id, cannot be reused, so whatever the leader left in its group is killed safely first.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, Union
+
+from orch import procs
 
 __all__ = [
-    "Attempt",
     "AttemptResult",
     "AttemptSpec",
+    "LocalRunner",
+    "Runner",
+    "Started",
     "failed_result",
-    "process_identity",
-    "run_attempt",
-    "start_attempt",
-    "supervise",
 ]
 
-# Longest single wait while supervising: bounds how late a set cancel event is noticed.
-# The leader's exit itself is noticed at once (pidfd / kqueue), not at the end of a slice.
-_SLICE = 0.05
+# Poll interval while an ending attempt's group drains after its leader exited.
+_GROUP_POLL = 0.02
 # Longest sleep of the polling fallback (no pidfd, no kqueue) between two exit checks.
 _POLL_CAP = 0.02
-# Poll interval while waiting for the rest of a group to go after SIGTERM.
-_GROUP_POLL = 0.02
-_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-_HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+# Idle time is read from the logs' sizes at most this far apart (the one-second promise).
+_IDLE_CHECK_MAX = 0.5
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+_DEVNULL = getattr(os, "devnull", "/dev/null")
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,29 @@ class AttemptSpec:
     env: Mapping[str, str]
     stdout_path: str
     stderr_path: str
-    timeout_sec: Optional[float]
+    timeout_sec: Optional[float] = None
+    idle_timeout_sec: Optional[float] = None
     grace_sec: float = 5.0
 
 
 @dataclass(frozen=True)
+class Started:
+    """An attempt that got a process: what crash recovery needs to find it again."""
+
+    pid: Optional[int]
+    identity: Optional[str]
+    started_at: float
+    stdout_offset: int
+    stderr_offset: int
+
+
+@dataclass(frozen=True)
 class AttemptResult:
-    """How an attempt ended. ``exit_code`` is None when killed by a signal or never started."""
+    """How an attempt ended. ``exit_code`` is None when killed by a signal or never started.
+
+    ``timed_out_by`` names the limit that ended it (``timeout_sec`` or ``idle_timeout_sec``);
+    ``error`` is set only for an attempt that never got a process (or lost it).
+    """
 
     exit_code: Optional[int]
     signal: Optional[int]
@@ -74,366 +92,36 @@ class AttemptResult:
     pid: Optional[int]
     stdout_offset: int
     stderr_offset: int
+    timed_out_by: Optional[str] = None
+
+    @property
+    def start_error(self) -> bool:
+        return self.pid is None and self.error is not None
 
 
-# --------------------------------------------------------------------------- identity
+class Runner(Protocol):
+    def start(self, spec: AttemptSpec) -> Union[Started, AttemptResult]:
+        """Start an attempt; an AttemptResult (never an exception) if it could not start."""
 
+    def wait(self, timeout: float) -> List[Tuple[str, AttemptResult]]:
+        """Attempts that ended, by task id; returns as soon as one ends, else after
+        ``timeout`` seconds (0: just look)."""
 
-_boot_id: Optional[str] = None
+    def cancel(self, task_id: str) -> None:
+        """Begin ending an attempt: SIGTERM, the grace period, then SIGKILL."""
 
+    def kill_all(self) -> None:
+        """End every attempt now, without grace (a second Ctrl-C)."""
 
-def _linux_boot_id() -> str:
-    # Start times count clock ticks since boot; the boot id keeps an identity taken before
-    # a reboot from matching an early-boot process of the next boot.
-    global _boot_id
-    if _boot_id is None:
-        try:
-            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-                _boot_id = f.read().strip()
-        except OSError:
-            _boot_id = "unknown"
-    return _boot_id
-
-
-def _proc_stat_fields(pid: int) -> Optional[Tuple[str, ...]]:
-    """Fields of /proc/<pid>/stat from field 3 (state) on; None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    return tuple(raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split())
-
-
-def process_identity(pid: int) -> Optional[str]:
-    """A string that tells process ``pid`` apart from a later process reusing its pid.
-
-    Linux: boot id + start time (field 22 of /proc/<pid>/stat). Elsewhere: ``ps -o lstart=``.
-    None if there is no such process.
-    """
-    if _HAVE_PROC:
-        fields = _proc_stat_fields(pid)
-        if fields is None or len(fields) < 20:
-            return None
-        return f"{_linux_boot_id()}:{fields[19]}"
-    try:
-        out = subprocess.run(
-            ["ps", "-o", "lstart=", "-p", str(pid)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "LC_ALL": "C"},
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = out.stdout.decode("ascii", "replace").strip()
-    return f"ps:{text}" if out.returncode == 0 and text else None
-
-
-# --------------------------------------------------------------------------- groups
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    """killpg tolerating a group that is already gone; False if nothing was signaled."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # macOS answers EPERM for a group whose members are all zombies.
-        if sys.platform != "darwin":
-            raise
-        return False
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a live (non-zombie) process is in group ``pgid``."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return sys.platform != "darwin"
-    if not _HAVE_PROC:
-        return True
-    # kill(0) also succeeds on zombies, and orphaned zombies linger forever under an init
-    # that does not reap (some containers); look for a member that is actually running.
-    wanted = str(pgid)
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = _proc_stat_fields(int(name))
-            if fields and len(fields) > 2 and fields[2] == wanted and fields[0] not in "ZX":
-                return True
-    return False
-
-
-def _wait_group_gone(pgid: int, until: float) -> bool:
-    """Poll until the group has no live member or the monotonic time ``until``; True if gone."""
-    while _group_alive(pgid):
-        left = until - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(_GROUP_POLL, left))
-    return True
-
-
-def _killpg_quiet(pgid: int, sig: int) -> bool:
-    # Used where nothing better can be done about EPERM (e.g. a setuid member).
-    try:
-        return _killpg(pgid, sig)
-    except OSError:
-        return False
-
-
-# --------------------------------------------------------------------------- exit watch
-
-
-class _ExitWatch:
-    """Waits for a child's exit *without reaping it*.
-
-    Not reaping matters: while the leader is an unreaped zombie its pid, hence the group id,
-    cannot be reused, so the group can still be signaled safely after the leader is done.
-    Linux 5.3+ (Python 3.9+) uses a pidfd and macOS/BSD a kqueue: both wake the instant the
-    child exits. Otherwise waitid(WNOWAIT) is polled with a short growing backoff.
-    """
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self._popen = popen
-        self._exited = False
-        self._poll: Optional[Any] = None
-        self._fd = -1
-        self._kq: Optional[Any] = None
-        self._delay = 0.0001  # backoff of the polling fallback, kept across calls
-        pidfd_open = getattr(os, "pidfd_open", None)
-        if pidfd_open is not None:
-            try:
-                self._fd = pidfd_open(popen.pid)
-            except OSError:
-                self._fd = -1  # old kernel or seccomp: fall through
-            else:
-                self._poll = select.poll()
-                self._poll.register(self._fd, select.POLLIN)
-                return
-        if hasattr(select, "kqueue"):
-            self._kq = _kqueue_for_exit(popen.pid)
-
-    def wait(self, timeout: float) -> bool:
-        """True once the child has exited (still unreaped); waits at most ``timeout``."""
-        if self._exited or self._popen.returncode is not None:
-            self._exited = True
-        elif self._poll is not None:
-            self._exited = bool(self._poll.poll(max(0.0, timeout) * 1000.0))
-        elif self._kq is not None:
-            self._exited = bool(self._kq.control(None, 1, max(0.0, timeout)))
-        else:
-            self._exited, self._delay = _poll_exit(self._popen, timeout, self._delay)
-        return self._exited
+    def running(self) -> int:
+        """Attempts started and not yet reported by ``wait``."""
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self._kq is not None:
-            self._kq.close()
-            self._kq = None
-
-
-def _kqueue_for_exit(pid: int) -> Optional[Any]:
-    if sys.platform.startswith("linux"):
-        return None  # Linux has no kqueue (and mypy, checking for Linux, knows it)
-    try:
-        kq = select.kqueue()
-    except OSError:
-        return None
-    ev = select.kevent(
-        pid,
-        filter=select.KQ_FILTER_PROC,
-        flags=select.KQ_EV_ADD | select.KQ_EV_ONESHOT,
-        fflags=select.KQ_NOTE_EXIT,
-    )
-    try:
-        kq.control([ev], 0, 0)
-    except OSError:
-        # Registering fails (ESRCH) for a child that is already a zombie: the polling
-        # fallback will see it at its first check.
-        kq.close()
-        return None
-    return kq
-
-
-def _exited_nowait(popen: subprocess.Popen[bytes]) -> bool:
-    waitid = getattr(os, "waitid", None)
-    if waitid is None:
-        # No way to peek without reaping: reap (the group-id reuse window is then tiny).
-        return popen.poll() is not None
-    try:
-        return waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True  # already reaped through the Popen object
-
-
-def _poll_exit(popen: subprocess.Popen[bytes], timeout: float, delay: float) -> Tuple[bool, float]:
-    """Poll for the exit until ``timeout``; returns (exited, the backoff delay reached)."""
-    end = time.monotonic() + timeout
-    while not _exited_nowait(popen):
-        left = end - time.monotonic()
-        if left <= 0:
-            return False, delay
-        time.sleep(min(delay, left))
-        # Short first sleeps catch quick commands early; the cap bounds the lag on long ones.
-        delay = min(delay * 2, _POLL_CAP)
-    return True, delay
-
-
-# --------------------------------------------------------------------------- attempt
-
-
-class Attempt:
-    """A started attempt: the leader of its own process group (pid == pgid)."""
-
-    def __init__(
-        self,
-        popen: subprocess.Popen[bytes],
-        started_at: float,
-        started_mono: float,
-        stdout_offset: int,
-        stderr_offset: int,
-    ) -> None:
-        self.pid = popen.pid
-        self.pgid = popen.pid  # start_new_session: the leader's pid names the group
-        self.identity = process_identity(popen.pid)
-        self.started_at = started_at
-        self.stdout_offset = stdout_offset
-        self.stderr_offset = stderr_offset
-        self._started_mono = started_mono
-        self._popen = popen
-        self._watch = _ExitWatch(popen)
-        self._lock = threading.Lock()
-
-    def poll(self) -> Optional[int]:
-        """The leader's returncode (negative: signal) if it has exited and was reaped, else None."""
-        return self._popen.returncode
-
-    def wait(self, timeout: Optional[float]) -> Optional[int]:
-        """Wait for the leader and reap it; None if ``timeout`` passed first.
-
-        For callers that manage the group themselves; ``supervise`` does not need it.
-        """
-        if timeout is None:
-            while not self._exited(_SLICE):
-                pass
-        elif not self._exited(timeout):
-            return None
-        return self._popen.wait()
-
-    def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the whole group, tolerating one that is already gone."""
-        _killpg(self.pgid, sig)
-
-    def _exited(self, timeout: float) -> bool:
-        with self._lock:
-            return self._watch.wait(timeout)
-
-    def _reap(self) -> int:
-        code = self._popen.wait()
-        with self._lock:
-            self._watch.close()
-        return code
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat()
-
-
-def _open_log(path: str, marker: bytes) -> Tuple[int, int]:
-    """Open ``path`` for appending and write ``marker``; returns (fd, offset of the marker)."""
-    fd = os.open(path, _LOG_FLAGS, 0o600)
-    try:
-        offset = os.lseek(fd, 0, os.SEEK_END)
-        os.write(fd, marker)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd, offset
-
-
-def _start_error(spec: AttemptSpec, exc: BaseException) -> str:
-    strerror = getattr(exc, "strerror", None) or str(exc)
-    if getattr(exc, "filename", None) == spec.cwd and isinstance(exc, FileNotFoundError):
-        return f"cwd does not exist: {spec.cwd}"
-    return f"cannot start {spec.argv[0]!r}: {strerror}"
-
-
-def start_attempt(spec: AttemptSpec) -> Union[Attempt, AttemptResult]:
-    """Write the log markers and spawn the command; an AttemptResult if it could not start.
-
-    Called from the scheduler's thread. Never raises for a bad command, cwd or log path.
-    """
-    started_at = time.time()
-    marker = f"=== orch: task {spec.task_id} attempt {spec.attempt} started {_iso(started_at)} ==="
-    fds: List[int] = []
-    offsets = [0, 0]
-    try:
-        try:
-            for i, path in enumerate((spec.stdout_path, spec.stderr_path)):
-                fd, offsets[i] = _open_log(path, (marker + "\n").encode("utf-8", "replace"))
-                fds.append(fd)
-        except OSError as exc:
-            error = f"cannot open log {exc.filename or ''}: {exc.strerror or exc}"
-            return failed_result(error, started_at, offsets)
-        spawned = _spawn(spec, fds[0], fds[1])
-        if isinstance(spawned, str):
-            _write_quietly(fds[1], f"orch: {spawned}\n")
-            return failed_result(spawned, started_at, offsets)
-        return Attempt(spawned, started_at, time.monotonic(), offsets[0], offsets[1])
-    finally:
-        # The child holds its own copies; orch keeps no descriptor and no pipe.
-        for fd in fds:
-            os.close(fd)
-
-
-def _spawn(spec: AttemptSpec, out_fd: int, err_fd: int) -> Union[subprocess.Popen[bytes], str]:
-    """The started leader, or why it could not start."""
-    error = _precheck(spec)
-    if error is not None:
-        return error
-    try:
-        return subprocess.Popen(
-            list(spec.argv),
-            cwd=spec.cwd,
-            env=dict(spec.env),
-            stdin=subprocess.DEVNULL,
-            stdout=out_fd,
-            stderr=err_fd,
-            close_fds=True,
-            start_new_session=True,  # own session and process group; never a shell
-        )
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        return _start_error(spec, exc)
-
-
-def _precheck(spec: AttemptSpec) -> Optional[str]:
-    if not spec.argv or not spec.argv[0]:
-        return "empty command"
-    if not os.path.exists(spec.cwd):
-        return f"cwd does not exist: {spec.cwd}"
-    if not os.path.isdir(spec.cwd):
-        return f"cwd is not a directory: {spec.cwd}"
-    return None
-
-
-def _write_quietly(fd: int, text: str) -> None:
-    # The error is in the result already; the log line is a courtesy to the reader.
-    with contextlib.suppress(OSError):
-        os.write(fd, text.encode("utf-8", "replace"))
+        """Kill whatever still runs and release the runner's resources."""
 
 
 def failed_result(
-    error: str, started_at: Optional[float] = None, offsets: Sequence[int] = (0, 0)
+    error: str, started_at: Optional[float] = None, offsets: Tuple[int, int] = (0, 0)
 ) -> AttemptResult:
     """The result of an attempt that never got a process."""
     ended_at = time.time()
@@ -451,70 +139,435 @@ def failed_result(
     )
 
 
-def supervise(attempt: Attempt, spec: AttemptSpec, cancel: threading.Event) -> AttemptResult:
-    """Block until the attempt is over (worker thread); enforce deadline and cancel.
+# --------------------------------------------------------------------------- spawning
 
-    The leader's exit wakes the wait immediately; ``cancel`` is looked at every ``_SLICE``.
-    """
-    deadline = None if spec.timeout_sec is None else attempt._started_mono + spec.timeout_sec
-    timed_out = canceled = False
-    while True:
-        wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
-        if attempt._exited(wait):
-            break
-        if cancel.is_set():
-            canceled = True
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            timed_out = True
-            break
-    if timed_out or canceled:
-        _terminate(attempt, spec.grace_sec)
-    else:
-        # The leader is done but is still an unreaped zombie, so its pid (= the group id)
-        # cannot have been reused: kill whatever it left in its group (daemons, `cmd &`)
-        # now. Left alone they would keep running unsupervised, hold the log files open and
-        # write into the next attempt's part of the log.
-        _killpg_quiet(attempt.pgid, signal.SIGKILL)
-    code = attempt._reap()
-    return AttemptResult(
-        exit_code=code if code >= 0 else None,
-        signal=-code if code < 0 else None,
-        timed_out=timed_out,
-        canceled=canceled,
-        error=None,
-        started_at=attempt.started_at,
-        ended_at=time.time(),
-        pid=attempt.pid,
-        stdout_offset=attempt.stdout_offset,
-        stderr_offset=attempt.stderr_offset,
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _precheck(spec: AttemptSpec) -> Optional[str]:
+    if not spec.argv or not spec.argv[0]:
+        return "empty command"
+    if not os.path.exists(spec.cwd):
+        return f"cwd does not exist: {spec.cwd}"
+    if not os.path.isdir(spec.cwd):
+        return f"cwd is not a directory: {spec.cwd}"
+    return None
+
+
+def _executable(argv0: str, env: Mapping[str, str], cwd: str) -> Optional[str]:
+    """argv[0] as exec would find it: a path with a '/' is taken as is (relative to the cwd),
+    a bare name is looked up in the task's own PATH (not orch's)."""
+    if "/" in argv0:
+        return argv0
+    path = env.get("PATH", os.defpath)
+    found = shutil.which(argv0, path=_absolute_path_list(path, cwd))
+    return found
+
+
+def _absolute_path_list(path: str, cwd: str) -> str:
+    # Relative PATH entries mean relative to the task's cwd, as for exec in the child.
+    return os.pathsep.join(os.path.join(cwd, p) if p else cwd for p in path.split(os.pathsep))
+
+
+def _spawn(spec: AttemptSpec) -> Union[int, str]:
+    """The started leader's pid, or why it could not start."""
+    error = _precheck(spec)
+    if error is not None:
+        return error
+    if hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_OPEN"):
+        try:
+            return _posix_spawn(spec)
+        except NotImplementedError:
+            pass  # no setsid in this libc's posix_spawn: Popen can do it
+    return _popen(spec)
+
+
+def _start_error(spec: AttemptSpec, exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None) or str(exc)
+    return f"cannot start {spec.argv[0]!r}: {strerror}"
+
+
+def _posix_spawn(spec: AttemptSpec) -> Union[int, str]:
+    # posix_spawn has no cwd: orch's own cwd is moved for the call. Safe because the loop's
+    # thread is the only one that spawns, and every path orch uses elsewhere is absolute.
+    exe = _executable(spec.argv[0], spec.env, spec.cwd)
+    if exe is None:
+        return f"cannot start {spec.argv[0]!r}: No such file or directory"
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, _DEVNULL, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, spec.stdout_path, _LOG_FLAGS, 0o600),
+        (os.POSIX_SPAWN_OPEN, 2, spec.stderr_path, _LOG_FLAGS, 0o600),
+    ]
+    here = os.getcwd()
+    moved = os.path.realpath(spec.cwd) != here
+    try:
+        if moved:
+            os.chdir(spec.cwd)
+        try:
+            return os.posix_spawn(
+                exe, list(spec.argv), dict(spec.env), file_actions=actions, setsid=True
+            )
+        finally:
+            if moved:
+                os.chdir(here)
+    except (OSError, ValueError) as exc:
+        if not os.access(os.path.dirname(spec.stdout_path) or ".", os.W_OK):
+            return f"cannot open log {spec.stdout_path}: {getattr(exc, 'strerror', exc)}"
+        return _start_error(spec, exc)
+
+
+def _popen(spec: AttemptSpec) -> Union[int, str]:
+    fds: List[int] = []
+    try:
+        for path in (spec.stdout_path, spec.stderr_path):
+            fds.append(os.open(path, _LOG_FLAGS | getattr(os, "O_CLOEXEC", 0), 0o600))
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        return f"cannot open log {exc.filename or ''}: {exc.strerror or exc}"
+    try:
+        child = subprocess.Popen(
+            list(spec.argv),
+            cwd=spec.cwd,
+            env=dict(spec.env),
+            stdin=subprocess.DEVNULL,
+            stdout=fds[0],
+            stderr=fds[1],
+            close_fds=True,
+            start_new_session=True,  # own session and process group; never a shell
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        return _start_error(spec, exc)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    # The runner reaps the pid itself; the Popen object must not try to (nor warn).
+    child.returncode = 0
+    return child.pid
+
+
+# --------------------------------------------------------------------------- exit watch
+
+
+class _ExitWatch:
+    """Tells which watched pids have exited, without reaping them."""
+
+    def __init__(self) -> None:
+        self._poll: Optional[Any] = select.poll() if hasattr(os, "pidfd_open") else None
+        self._fds: Dict[int, int] = {}  # fd -> pid
+        self._pidfd_ok = self._poll is not None
+        self._kq: Optional[Any] = None
+        if (
+            not self._pidfd_ok
+            and hasattr(select, "kqueue")
+            and not sys.platform.startswith("linux")
+        ):
+            self._kq = select.kqueue()
+        self._polled: Dict[int, bool] = {}  # pids watched by polling waitid
+        self._exited: List[int] = []  # seen exited at registration
+        self._delay = 0.0001
+
+    def add(self, pid: int) -> None:
+        if self._pidfd_ok:
+            try:
+                fd = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+            except OSError:
+                self._pidfd_ok = False  # old kernel or seccomp: poll from now on
+            else:
+                assert self._poll is not None
+                self._fds[fd] = pid
+                self._poll.register(fd, select.POLLIN)
+                return
+        if self._kq is not None and self._kq_add(pid):
+            return
+        self._polled[pid] = True
+
+    def _kq_add(self, pid: int) -> bool:
+        if sys.platform.startswith("linux"):
+            return False  # Linux has no kqueue (and mypy, checking for Linux, knows it)
+        assert self._kq is not None
+        ev = select.kevent(
+            pid,
+            filter=select.KQ_FILTER_PROC,
+            flags=select.KQ_EV_ADD | select.KQ_EV_ONESHOT,
+            fflags=select.KQ_NOTE_EXIT,
+        )
+        try:
+            self._kq.control([ev], 0, 0)
+        except ProcessLookupError:
+            self._exited.append(pid)  # already a zombie
+        except OSError:
+            return False
+        return True
+
+    def remove(self, pid: int) -> None:
+        self._polled.pop(pid, None)
+        for fd, watched in list(self._fds.items()):
+            if watched == pid:
+                assert self._poll is not None
+                self._poll.unregister(fd)
+                os.close(fd)
+                del self._fds[fd]
+
+    def wait(self, timeout: float) -> List[int]:
+        """Pids that exited (still unreaped); waits at most ``timeout`` for the first."""
+        if self._exited:
+            done, self._exited = self._exited, []
+            return done
+        timeout = max(0.0, timeout)
+        done = []
+        if self._polled:
+            # Short first sleeps catch quick commands early; the cap bounds the lag.
+            timeout = min(timeout, self._delay)
+            self._delay = min(self._delay * 2, _POLL_CAP)
+        if self._poll is not None and self._fds:
+            for fd, _ in self._poll.poll(timeout * 1000.0):
+                done.append(self._fds[fd])
+        elif self._kq is not None and not sys.platform.startswith("linux"):
+            for ev in self._kq.control(None, 64, timeout):
+                done.append(int(ev.ident))
+        elif timeout:
+            time.sleep(timeout)
+        for pid in list(self._polled):
+            if _exited_nowait(pid):
+                done.append(pid)
+        if done:
+            self._delay = 0.0001
+        return done
+
+    def close(self) -> None:
+        for pid in list(self._fds.values()):
+            self.remove(pid)
+        if self._kq is not None:
+            self._kq.close()
+
+
+# Exit statuses of leaders reaped early by the fallback below (pid -> waitpid status).
+_reaped: Dict[int, int] = {}
+
+
+def _exited_nowait(pid: int) -> bool:
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        # No way to peek without reaping: reap now and keep the status (the group id may
+        # then be reused before leftovers are killed; a tiny window).
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if done == pid:
+            _reaped[pid] = status
+        return done == pid
+    try:
+        return waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _reap(pid: int) -> int:
+    """Reap the exited leader; its returncode as Popen gives it (negative: a signal)."""
+    status = _reaped.pop(pid, None)
+    if status is None:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return 0  # reaped by someone else: nothing more can be known
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+# --------------------------------------------------------------------------- local runner
+
+
+class _Proc:
+    """One running attempt of the local runner."""
+
+    __slots__ = (
+        "canceled",
+        "code",
+        "idle_at",
+        "idle_check_at",
+        "kill_at",
+        "last_sizes",
+        "pid",
+        "spec",
+        "started",
+        "timed_out_by",
+        "wall_deadline",
     )
 
+    def __init__(self, spec: AttemptSpec, pid: int, started: Started, now: float) -> None:
+        self.spec = spec
+        self.pid = pid
+        self.started = started
+        self.wall_deadline = None if spec.timeout_sec is None else now + spec.timeout_sec
+        self.idle_at: Optional[float] = None
+        self.idle_check_at: Optional[float] = None
+        self.last_sizes = (started.stdout_offset, started.stderr_offset)
+        if spec.idle_timeout_sec is not None:
+            self.idle_at = now + spec.idle_timeout_sec
+            self.idle_check_at = now + min(_IDLE_CHECK_MAX, spec.idle_timeout_sec / 2)
+        self.kill_at: Optional[float] = None  # set once SIGTERM was sent
+        self.code: Optional[int] = None  # the leader's returncode once reaped
+        self.timed_out_by: Optional[str] = None
+        self.canceled = False
 
-def _terminate(attempt: Attempt, grace_sec: float) -> None:
-    """SIGTERM the group, give it ``grace_sec`` to go, then SIGKILL what is left."""
-    pgid = attempt.pgid
-    _killpg_quiet(pgid, signal.SIGTERM)
-    # A stopped member would never see its SIGTERM.
-    _killpg_quiet(pgid, signal.SIGCONT)
-    kill_at = time.monotonic() + grace_sec
-    while not attempt._exited(min(_SLICE, kill_at - time.monotonic())):
-        if time.monotonic() >= kill_at:
-            # The leader (alive or unreaped) still holds the group id: KILL is safe.
-            _killpg_quiet(pgid, signal.SIGKILL)
-            return
-    # Reap the leader so its zombie no longer counts, then give the rest of the group the
-    # remaining grace. Race: if the group empties and its number is taken by a new group
-    # between the check and the KILL, that group would be hit; it needs the pid space to
-    # wrap onto this exact number within microseconds.
-    attempt._reap()
-    if not _wait_group_gone(pgid, kill_at):
-        _killpg_quiet(pgid, signal.SIGKILL)
+    def next_event(self) -> Optional[float]:
+        times = [t for t in (self.wall_deadline, self.idle_check_at, self.kill_at) if t is not None]
+        if self.code is not None:
+            times.append(time.monotonic() + _GROUP_POLL)
+        return min(times) if times else None
 
 
-def run_attempt(spec: AttemptSpec, cancel: threading.Event) -> AttemptResult:
-    """Start and supervise one attempt in the calling thread."""
-    started = start_attempt(spec)
-    if isinstance(started, AttemptResult):
+class LocalRunner:
+    """Attempts as process groups on this machine (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._procs: Dict[str, _Proc] = {}
+        self._by_pid: Dict[int, str] = {}
+        self._watch = _ExitWatch()
+        self._done: List[Tuple[str, AttemptResult]] = []
+
+    def start(self, spec: AttemptSpec) -> Union[Started, AttemptResult]:
+        started_at = time.time()
+        offsets = (_size(spec.stdout_path), _size(spec.stderr_path))
+        spawned = _spawn(spec)
+        if isinstance(spawned, str):
+            return failed_result(spawned, started_at, offsets)
+        started = Started(spawned, procs.identity(spawned), started_at, *offsets)
+        self._procs[spec.task_id] = _Proc(spec, spawned, started, time.monotonic())
+        self._by_pid[spawned] = spec.task_id
+        self._watch.add(spawned)
         return started
-    return supervise(started, spec, cancel)
+
+    def running(self) -> int:
+        return len(self._procs)
+
+    def wait(self, timeout: float) -> List[Tuple[str, AttemptResult]]:
+        if self._done:
+            return self._take_done()
+        now = time.monotonic()
+        events = [t for t in (p.next_event() for p in self._procs.values()) if t is not None]
+        if events:
+            timeout = min(timeout, max(0.0, min(events) - now))
+        for pid in self._watch.wait(timeout if self._procs else 0.0):
+            task_id = self._by_pid.get(pid)
+            if task_id is not None:
+                self._leader_exited(self._procs[task_id])
+        now = time.monotonic()
+        for proc in list(self._procs.values()):
+            self._check_limits(proc, now)
+        return self._take_done()
+
+    def cancel(self, task_id: str) -> None:
+        proc = self._procs.get(task_id)
+        if proc is not None and proc.kill_at is None and proc.code is None:
+            proc.canceled = True
+            self._terminate(proc)
+
+    def kill_all(self) -> None:
+        for proc in self._procs.values():
+            procs.killpg_quiet(proc.pid, signal.SIGKILL)
+            proc.kill_at = time.monotonic()
+
+    def close(self) -> None:
+        for proc in list(self._procs.values()):
+            if proc.code is None:
+                procs.killpg_quiet(proc.pid, signal.SIGKILL)
+                self._watch.remove(proc.pid)
+                proc.code = _reap(proc.pid)
+        self._procs.clear()
+        self._by_pid.clear()
+        self._watch.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _take_done(self) -> List[Tuple[str, AttemptResult]]:
+        done, self._done = self._done, []
+        return done
+
+    def _terminate(self, proc: _Proc) -> None:
+        procs.killpg_quiet(proc.pid, signal.SIGTERM)
+        procs.killpg_quiet(proc.pid, signal.SIGCONT)  # a stopped member would never see it
+        proc.kill_at = time.monotonic() + proc.spec.grace_sec
+
+    def _check_limits(self, proc: _Proc, now: float) -> None:
+        if proc.kill_at is not None:
+            if now >= proc.kill_at:
+                # The leader (alive, or an unreaped zombie) still holds the group id; after
+                # it was reaped, the group's number is only reused once the group is empty.
+                procs.killpg_quiet(proc.pid, signal.SIGKILL)
+                if proc.code is not None:
+                    self._finish(proc)
+                else:
+                    proc.kill_at = now + _GROUP_POLL  # again, until the leader is gone
+            elif proc.code is not None and not procs.group_alive(proc.pid):
+                self._finish(proc)
+            return
+        if proc.wall_deadline is not None and now >= proc.wall_deadline:
+            proc.timed_out_by = "timeout_sec"
+            self._terminate(proc)
+        elif proc.idle_check_at is not None and now >= proc.idle_check_at:
+            self._check_idle(proc, now)
+
+    def _check_idle(self, proc: _Proc, now: float) -> None:
+        assert proc.idle_at is not None and proc.spec.idle_timeout_sec is not None
+        idle = proc.spec.idle_timeout_sec
+        sizes = (_size(proc.spec.stdout_path), _size(proc.spec.stderr_path))
+        if sizes != proc.last_sizes:
+            proc.last_sizes = sizes
+            proc.idle_at = now + idle
+        elif now >= proc.idle_at:
+            proc.timed_out_by = "idle_timeout_sec"
+            proc.idle_check_at = None
+            self._terminate(proc)
+            return
+        proc.idle_check_at = min(proc.idle_at, now + min(_IDLE_CHECK_MAX, idle / 2))
+
+    def _leader_exited(self, proc: _Proc) -> None:
+        self._watch.remove(proc.pid)
+        if proc.kill_at is None:
+            # The leader is done but still an unreaped zombie, so its pid (= the group id)
+            # cannot have been reused: kill whatever it left in its group (daemons, `cmd &`)
+            # now. Left alone they would run unsupervised and write into the next attempt's
+            # part of the log.
+            procs.killpg_quiet(proc.pid, signal.SIGKILL)
+            proc.code = _reap(proc.pid)
+            self._finish(proc)
+            return
+        # Ending (timeout or cancel): reap the leader so its zombie no longer counts, then
+        # give the rest of the group what is left of the grace period (_check_limits).
+        proc.code = _reap(proc.pid)
+        if not procs.group_alive(proc.pid):
+            self._finish(proc)
+
+    def _finish(self, proc: _Proc) -> None:
+        if self._procs.pop(proc.spec.task_id, None) is None:
+            return
+        self._by_pid.pop(proc.pid, None)
+        code = proc.code if proc.code is not None else -signal.SIGKILL
+        started = proc.started
+        self._done.append(
+            (
+                proc.spec.task_id,
+                AttemptResult(
+                    exit_code=code if code >= 0 else None,
+                    signal=-code if code < 0 else None,
+                    timed_out=proc.timed_out_by is not None,
+                    canceled=proc.canceled,
+                    error=None,
+                    started_at=started.started_at,
+                    ended_at=time.time(),
+                    pid=proc.pid,
+                    stdout_offset=started.stdout_offset,
+                    stderr_offset=started.stderr_offset,
+                    timed_out_by=proc.timed_out_by,
+                ),
+            )
+        )

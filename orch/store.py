@@ -22,11 +22,22 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from datetime import datetime
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union, cast
 
+from orch import procs
 from orch.errors import StateError, UsageError
+from orch.layout import RUN_SUBDIRS, RunLayout, runs_dir
+from orch.state import (
+    SCHEMA_VERSION,
+    RunState,
+    apply_record,
+    encode_state,
+    record_problem,
+    state_problem,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,18 +54,16 @@ __all__ = [
     "run_dir_for",
 ]
 
-SCHEMA_VERSION = 1
-State = Dict[str, Any]
+State = RunState
 
 _RUN_ID = re.compile(r"\A[0-9]{8}_[0-9]{6}_[0-9a-f]{6}\Z")
-_STATE = "state.json"
-_JOURNAL = "journal.jsonl"
-_OWNER = "owner.json"
-_LOCK = "lock"
-CANCEL_FILE = "cancel"
+# A state file or journal larger than this is not one orch wrote (a link to /dev/zero, ...).
+_MAX_STATE_BYTES = 1 << 30
 # Compaction rewrites the whole snapshot, so it is spaced out to cost at most ~5% of the run.
 _COMPACT_MIN_INTERVAL = 1.0
 _COMPACT_COST_FACTOR = 20.0
+# A run directory is built under this prefix and renamed into place whole.
+_CREATING = ".creating-"
 
 
 def now_iso() -> str:
@@ -72,18 +81,55 @@ def run_dir_for(home: str, run_id: str) -> str:
         raise UsageError(
             f"invalid run id {shown!r}: expected YYYYMMDD_HHMMSS_xxxxxx (see 'orch list')"
         )
-    run_dir = os.path.join(home, "runs", run_id)
-    if not os.path.isfile(os.path.join(run_dir, _STATE)):
+    layout = RunLayout.of(home, run_id)
+    if not os.path.lexists(layout.state):
         raise UsageError(f"unknown run {run_id} in {home} (see 'orch list')")
-    return run_dir
+    return layout.root
+
+
+def _read_regular(path: str, limit: int = _MAX_STATE_BYTES) -> bytes:
+    """A run file's bytes; refuses a symlink, a FIFO, a device or an oversized file (it
+    would hang the reader or fill its memory) with one clear StateError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise StateError(
+                f"{path}: is a symbolic link, not a file orch wrote; left untouched"
+            ) from None
+        raise StateError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(f"{path}: not a regular file; left untouched")
+        if info.st_size > limit:
+            raise StateError(f"{path}: {info.st_size} bytes is too large for a run file")
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise StateError(f"{path}: too large for a run file; left untouched")
+        return b"".join(chunks)
+    except OSError as err:
+        raise StateError(f"{path}: cannot read: {err.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def read_plan_text(run_dir: str) -> str:
-    path = os.path.join(run_dir, "plan.yaml")
+    path = RunLayout(run_dir).plan
     try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        return _read_regular(path, 64 << 20).decode("utf-8")
+    except FileNotFoundError:
+        raise StateError(f"{path}: the plan snapshot is missing") from None
+    except UnicodeDecodeError as err:
         raise StateError(f"{path}: cannot read the plan snapshot: {err}") from None
 
 
@@ -167,13 +213,14 @@ class RunStore:
 
     def __init__(self, run_dir: str, state: State, lock_fd: int) -> None:
         self.run_dir = run_dir
+        self.layout = RunLayout(run_dir)
         self.state = state
         self._lock_fd = lock_fd
         self._pending: List[bytes] = []
         self._unsynced = False  # journal lines written but not yet fsynced
         self._seq = int(state.get("journal_seq", 0))
         self._journal_fd = os.open(
-            os.path.join(run_dir, _JOURNAL), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            self.layout.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
         )
         self._next_compact = time.monotonic() + _COMPACT_MIN_INTERVAL
 
@@ -182,23 +229,23 @@ class RunStore:
         return str(self.state["run_id"])
 
     def cancel_requested(self) -> bool:
-        return os.path.exists(os.path.join(self.run_dir, CANCEL_FILE))
+        return os.path.exists(self.layout.cancel)
 
     def update_run(self, fields: Dict[str, Any]) -> None:
-        self.state.update(fields)
+        self.state.update(fields)  # type: ignore[typeddict-item]
         self._append({"r": fields})
 
     def update_task(self, task_id: str, fields: Dict[str, Any]) -> None:
-        self.state["tasks"][task_id].update(fields)
+        self.state["tasks"][task_id].update(fields)  # type: ignore[typeddict-item]
         self._append({"t": task_id, "s": fields})
 
-    def add_attempt(self, task_id: str, entry: Dict[str, Any]) -> None:
+    def add_attempt(self, task_id: str, entry: Any) -> None:
         self.state["tasks"][task_id]["history"].append(entry)
         self._append({"t": task_id, "h": entry})
 
     def update_attempt(self, task_id: str, fields: Dict[str, Any]) -> None:
         """Update the task's latest attempt entry."""
-        self.state["tasks"][task_id]["history"][-1].update(fields)
+        self.state["tasks"][task_id]["history"][-1].update(fields)  # type: ignore[typeddict-item]
         self._append({"t": task_id, "hs": fields})
 
     def _append(self, record: Dict[str, Any]) -> None:
@@ -239,7 +286,7 @@ class RunStore:
         self._write_pending()
         began = time.monotonic()
         self.state["journal_seq"] = self._seq
-        write_file_atomic(os.path.join(self.run_dir, _STATE), _encode_state(self.state))
+        write_file_atomic(self.layout.state, encode_state(self.state))
         os.ftruncate(self._journal_fd, 0)
         spent = time.monotonic() - began
         self._next_compact = time.monotonic() + max(
@@ -252,41 +299,23 @@ class RunStore:
             self.compact()
         finally:
             os.close(self._journal_fd)
-            try:
-                os.unlink(os.path.join(self.run_dir, _OWNER))
-            except FileNotFoundError:
-                pass
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.layout.owner)
             os.close(self._lock_fd)
 
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _encode_state(state: State) -> Iterator[bytes]:
-    """The snapshot a task at a time, ``tasks`` last.
-
-    10,000 tasks make ~8 MB of JSON; encoded in one piece, its text, its bytes and the bytes
-    plus newline were all alive at once (+13 MiB peak RSS). No indent: json's C encoder only
-    runs without one.
-    """
-    head = {key: value for key, value in state.items() if key != "tasks"}
-    encode = _ENCODER.encode
-    yield encode(head)[:-1].encode() + (b',"tasks":{' if head else b'"tasks":{')
-    sep = b""
-    for task_id, entry in state["tasks"].items():
-        yield sep + f"{encode(task_id)}:{encode(entry)}".encode()
-        sep = b","
-    yield b"}}\n"
+    def abandon(self) -> None:
+        """Give up ownership without writing anything (the run directory is unusable)."""
+        os.close(self._journal_fd)
+        os.close(self._lock_fd)
 
 
 def _take_lock(run_dir: str) -> int:
     """Own the run, or fail at once naming the current owner."""
+    layout = RunLayout(run_dir)
     try:
-        fd = os.open(os.path.join(run_dir, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as err:  # e.g. a read-only home: the run can be read, not resumed
-        raise StateError(
-            f"run {os.path.basename(run_dir)} cannot be taken: {err.strerror}"
-        ) from None
+        raise StateError(f"run {layout.run_id} cannot be taken: {err.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -296,100 +325,110 @@ def _take_lock(run_dir: str) -> int:
         owner = _read_owner(run_dir)
         pid = owner.get("pid", "?") if owner else "?"
         raise RunLocked(
-            f"run {os.path.basename(run_dir)} is in use by another orch process (pid {pid})"
+            f"run {layout.run_id} is in use by another orch process (pid {pid})"
         ) from None
     return fd
 
 
 def _write_owner(run_dir: str) -> None:
-    from orch.runner import process_identity
-
     pid = os.getpid()
-    owner = {"pid": pid, "identity": process_identity(pid)}
-    write_file_atomic(os.path.join(run_dir, _OWNER), json.dumps(owner).encode())
+    owner = {"pid": pid, "identity": procs.identity(pid)}
+    write_file_atomic(RunLayout(run_dir).owner, json.dumps(owner).encode())
 
 
 def _read_owner(run_dir: str) -> Optional[Dict[str, Any]]:
     try:
-        with open(os.path.join(run_dir, _OWNER), encoding="utf-8") as f:
-            owner = json.load(f)
-    except (OSError, ValueError):
+        owner = json.loads(_read_regular(RunLayout(run_dir).owner, 1 << 16))
+    except (OSError, ValueError, StateError):
         return None
     return owner if isinstance(owner, dict) else None
 
 
 def owner_alive(run_dir: str) -> bool:
     """Whether the process recorded as the run's owner still exists (pid reuse ruled out)."""
-    from orch.runner import process_identity
-
     owner = _read_owner(run_dir)
-    if not owner or not isinstance(owner.get("pid"), int):
+    pid = owner.get("pid") if owner else None
+    if owner is None or type(pid) is not int or pid <= 0:
         return False
-    identity = process_identity(owner["pid"])
-    return identity is not None and identity == owner.get("identity") and not _zombie(owner["pid"])
+    return procs.owner_alive(pid, owner.get("identity"))
 
 
-def _zombie(pid: int) -> bool:
-    # A SIGKILLed owner stays a zombie, with its identity, until its parent reaps it; it
-    # holds no lock any more (the kernel closed its files), so it owns nothing.
+def _remove_stale_creations(runs: str) -> None:
+    """Half-built run directories of a creator that died (its pid is in the name)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
+        names = [n for n in os.listdir(runs) if n.startswith(_CREATING)]
     except OSError:
-        return False  # no /proc (macOS) or already gone: the identity check decided
-    return raw[raw.rfind(b")") + 2 :][:1] in (b"Z", b"X")
+        return
+    for name in names:
+        pid = name[len(_CREATING) :].split("-", 1)[0]
+        if pid.isdigit() and not procs.pid_exists(int(pid)):
+            _remove_tree(os.path.join(runs, name))
 
 
-def create_run(home: str, plan_bytes: bytes, state: State) -> RunStore:
-    """Create a new private run directory with a unique id and own it."""
-    runs = os.path.join(home, "runs")
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def create_run(home: str, plan_bytes: bytes, make_state: Callable[[str, str], State]) -> RunStore:
+    """Create a new private run directory, whole or not at all, with a unique id; own it.
+
+    ``make_state(run_id, run_dir)`` gives the initial state. The directory is built under a
+    temporary name and renamed into place: a full disk or a crash never leaves a run
+    directory without its state behind.
+    """
+    runs = runs_dir(home)
     try:
         _make_private_dirs(runs)
     except OSError as err:
         raise StateError(f"cannot create {runs}: {err.strerror}") from None
-    while True:
-        run_id = _new_run_id()
-        run_dir = os.path.join(runs, run_id)
-        try:
-            os.mkdir(run_dir, 0o700)
-            break
-        except FileExistsError:
-            continue  # same second and same random suffix: draw again
-        except OSError as err:
-            raise StateError(f"cannot create {run_dir}: {err.strerror}") from None
-    os.chmod(run_dir, 0o700)
-    for sub in ("logs", "artifacts", "context", "report"):
-        os.mkdir(os.path.join(run_dir, sub), 0o700)
-    write_file_atomic(os.path.join(run_dir, "plan.yaml"), plan_bytes)
-    lock_fd = _take_lock(run_dir)
-    _write_owner(run_dir)
-    state.update(
-        schema_version=SCHEMA_VERSION,
-        run_id=run_id,
-        run_dir=run_dir,
-        home=home,
-        journal_seq=0,
-    )
-    for task_id, task in state["tasks"].items():
-        task["stdout_path"] = os.path.join(run_dir, "logs", f"{task_id}.out.log")
-        task["stderr_path"] = os.path.join(run_dir, "logs", f"{task_id}.err.log")
-    write_file_atomic(os.path.join(run_dir, _STATE), _encode_state(state))
+    _remove_stale_creations(runs)
+    building = os.path.join(runs, f"{_CREATING}{os.getpid()}-{secrets.token_hex(4)}")
+    lock_fd = -1
+    try:
+        os.mkdir(building, 0o700)
+        os.chmod(building, 0o700)
+        for sub in RUN_SUBDIRS:
+            os.mkdir(os.path.join(building, sub), 0o700)
+        write_file_atomic(RunLayout(building).plan, plan_bytes)
+        lock_fd = _take_lock(building)
+        while True:
+            run_id = _new_run_id()
+            run_dir = os.path.join(runs, run_id)
+            state = make_state(run_id, run_dir)
+            write_file_atomic(RunLayout(building).state, encode_state(state))
+            if not os.path.lexists(run_dir):
+                # rename(2) replaces an empty directory silently: the check comes first
+                # (two orch processes drawing the same id in the same second is the race).
+                os.rename(building, run_dir)
+                break
+        _fsync_dir(runs)
+        _write_owner(run_dir)
+    except OSError as err:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+        _remove_tree(building)
+        where = err.filename or runs
+        raise StateError(f"cannot create a run in {where}: {err.strerror or err}") from None
     return RunStore(run_dir, state, lock_fd)
 
 
 def open_run(home: str, run_id: str) -> RunStore:
     """Take ownership of an existing run (for resume or cancel of an interrupted run)."""
     run_dir = run_dir_for(home, run_id)
+    layout = RunLayout(run_dir)
     lock_fd = _take_lock(run_dir)
     store = None
     try:
         state = read_state(run_dir)
+        _remove_stale_temp_files(run_dir)
         # A cancel file here was meant for an owner that is gone. Removed before owner.json
         # names us, so that `orch cancel` (which writes the file only for a live owner) can
         # never have its request for *this* session removed.
-        _remove(os.path.join(run_dir, CANCEL_FILE))
+        _remove(layout.cancel)
         store = RunStore(run_dir, state, lock_fd)
-        if os.path.getsize(os.path.join(run_dir, _JOURNAL)):
+        if os.path.getsize(layout.journal):
             # Fold the journal into the snapshot before appending to it: a torn last line
             # left by a crash must not end up in the middle of the journal, followed by ours.
             store.compact()
@@ -402,11 +441,18 @@ def open_run(home: str, run_id: str) -> RunStore:
     return store
 
 
+def _remove_stale_temp_files(run_dir: str) -> None:
+    """``state.json.tmpPID`` and the like left by an owner killed mid-write (we own the run
+    now, so no live writer can be using one)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(run_dir):
+            if ".tmp" in name and name.split(".tmp", 1)[1].isdigit():
+                _remove(os.path.join(run_dir, name))
+
+
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 # ---------------------------------------------------------------------------- reading
@@ -414,10 +460,9 @@ def _remove(path: str) -> None:
 
 def _load_snapshot(path: str) -> State:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        raise StateError(f"{path}: cannot read: {err.strerror}") from None
+        data = _read_regular(path)
+    except FileNotFoundError:
+        raise StateError(f"{path}: cannot read: No such file or directory") from None
     try:
         state = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
@@ -425,45 +470,26 @@ def _load_snapshot(path: str) -> State:
     if not isinstance(state, dict) or not isinstance(state.get("tasks"), dict):
         raise StateError(f"{path}: damaged state file (not an orch state); left untouched")
     version = state.get("schema_version")
-    if not isinstance(version, int) or version < 1:
+    if type(version) is not int or version < 1:
         raise StateError(f"{path}: damaged state file (no schema_version); left untouched")
     if version > SCHEMA_VERSION:
         raise StateError(
             f"{path}: written by a newer orch (schema_version {version}, this orch reads "
             f"{SCHEMA_VERSION}); upgrade orch to read it"
         )
-    problem = _shape_problem(state)
+    problem = state_problem(state)
     if problem:
         raise StateError(f"{path}: damaged state file ({problem}); left untouched")
-    return state
+    return cast(State, state)
 
 
-def _shape_problem(state: State) -> Optional[str]:
-    """What makes valid JSON unusable as a state, checked where every reader relies on it."""
-    for key in ("run_id", "status", "workdir"):
-        if not isinstance(state.get(key), str):
-            return f"no {key}"
-    for task_id, task in state["tasks"].items():
-        if (
-            not isinstance(task, dict)
-            or not isinstance(task.get("status"), str)
-            or not isinstance(task.get("attempts"), int)
-            or not isinstance(task.get("history"), list)
-            or not all(isinstance(h, dict) for h in task["history"])
-        ):
-            return f"task {task_id!r} is not a task entry"
-    return None
-
-
-def _journal_records(path: str, after: int) -> Optional[List[Dict[str, Any]]]:
-    """Records numbered above ``after``; None when a compaction raced us (retry)."""
+def _journal_records(path: str, after: int) -> Optional[List[Tuple[int, Dict[str, Any]]]]:
+    """(line number, record) of the records numbered above ``after``; None when a compaction
+    raced us (retry)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read_regular(path)
     except FileNotFoundError:
         return []
-    except OSError as err:
-        raise StateError(f"{path}: cannot read: {err.strerror}") from None
     lines = data.split(b"\n")
     # A torn last line (no newline yet, or cut by a crash) is not part of the state.
     complete, records = lines[:-1], []
@@ -471,53 +497,43 @@ def _journal_records(path: str, after: int) -> Optional[List[Dict[str, Any]]]:
         try:
             record = json.loads(line)
             seq = record["n"]
-            if not isinstance(seq, int) or isinstance(seq, bool):
+            if type(seq) is not int:
                 raise TypeError(seq)
         except (ValueError, KeyError, TypeError):
             if number == len(complete):
                 break  # the very last line, torn by a crash after its newline was lost
             raise StateError(f"{path}: damaged journal at line {number}; left untouched") from None
         if seq > after:
-            records.append(record)
-    if records and records[0]["n"] != after + 1:
+            records.append((number, record))
+    if records and records[0][1]["n"] != after + 1:
         return None
     return records
 
 
-def _apply(state: State, record: Dict[str, Any]) -> None:
-    if "r" in record:
-        state.update(record["r"])
-        return
-    task = state["tasks"][record["t"]]
-    if "s" in record:
-        task.update(record["s"])
-    elif "h" in record:
-        task["history"].append(record["h"])
-    elif "hs" in record:
-        task["history"][-1].update(record["hs"])
-
-
 def read_state(run_dir: str) -> State:
     """The run's current state; never takes the lock, never sees a partial file."""
+    layout = RunLayout(run_dir)
     for _ in range(50):
-        state = _load_snapshot(os.path.join(run_dir, _STATE))
-        records = _journal_records(os.path.join(run_dir, _JOURNAL), state.get("journal_seq", 0))
+        state = _load_snapshot(layout.state)
+        records = _journal_records(layout.journal, state.get("journal_seq", 0))
         if records is None:
             time.sleep(0.01)
             continue
-        try:
-            for record in records:
-                _apply(state, record)
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise StateError(
-                f"{os.path.join(run_dir, _JOURNAL)}: journal does not match state.json; "
-                "left untouched"
-            ) from None
+        for number, record in records:
+            # Checked one by one against the state replayed so far: a record of the wrong
+            # shape must never reach a reader, nor be written back by a resume.
+            problem = record_problem(record, state)
+            if problem:
+                raise StateError(
+                    f"{layout.journal}: damaged journal at line {number} ({problem}); "
+                    "left untouched"
+                )
+            apply_record(state, record)  # type: ignore[arg-type]
         if records:
             # The next owner numbers its records after these, never reusing a number the
             # journal still holds (a crash between snapshot and truncation would otherwise
             # let stale records be replayed over a newer snapshot).
-            state["journal_seq"] = records[-1]["n"]
+            state["journal_seq"] = records[-1][1]["n"]
         return state
     raise StateError(f"{run_dir}: state keeps changing under the reader; try again")
 
@@ -528,7 +544,7 @@ def list_runs(home: str) -> Tuple[List[Tuple[State, bool]], List[str]]:
     Runs that cannot be read are left out of the list and described in the second value,
     one line each, so that one damaged run does not hide the others.
     """
-    runs = os.path.join(home, "runs")
+    runs = runs_dir(home)
     try:
         names = sorted((n for n in os.listdir(runs) if looks_like_run_id(n)), reverse=True)
     except FileNotFoundError:

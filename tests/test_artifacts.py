@@ -18,12 +18,11 @@ import pytest
 from orch.artifacts import (
     Collected,
     collect_outputs,
-    context_path,
     match_outputs,
     resolve_artifacts_dir,
-    task_environment,
     write_context,
 )
+from orch.layout import RunLayout
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -495,7 +494,8 @@ def test_large_file_streams_with_bounded_memory(tmp_path: Path) -> None:
 def test_write_context_content_and_mode(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "r1"
     arts = run_dir / "artifacts"
-    path = context_path(str(run_dir), "summarize")
+    path = RunLayout(str(run_dir)).context("summarize")
+    os.makedirs(os.path.dirname(path))
     deps = {
         "analyze": {
             "status": "SUCCESS",
@@ -544,15 +544,3 @@ def test_write_context_content_and_mode(tmp_path: Path) -> None:
     with open(path, encoding="utf-8") as f:
         assert json.load(f)["attempt"] == 4
     assert os.listdir(run_dir / "context") == ["summarize.json"]
-
-
-def test_task_environment() -> None:
-    env = task_environment("r1", "t1", 2, "/h/runs/r1", "/h/runs/r1/context/t1.json")
-    assert env == {
-        "ORCH_RUN_ID": "r1",
-        "ORCH_TASK_ID": "t1",
-        "ORCH_ATTEMPT": "2",
-        "ORCH_RUN_DIR": "/h/runs/r1",
-        "ORCH_ARTIFACTS_DIR": "/h/runs/r1/artifacts",
-        "ORCH_CONTEXT": "/h/runs/r1/context/t1.json",
-    }

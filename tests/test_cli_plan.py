@@ -95,8 +95,18 @@ def test_validate_missing_file_and_directory(orch: Orch) -> None:
 
 
 def test_validate_valid_plan(orch: Orch) -> None:
+    # The first line is `plan OK: N tasks` exactly; then each task's settings that differ
+    # from a 0.1 task's defaults (env by key name only), nothing for a task with none.
     proc = orch.run("validate", copy_plan(orch, VALID, "full"))
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "plan OK: 3 tasks\n", "")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == (
+        "plan OK: 3 tasks\n"
+        "  build: cwd=sub/dir env=[KEY, MODE, EMPTY, PORT] timeout_sec=60 retries=2"
+        " retry_backoff_sec=[1, 3, 10.5] outputs=[dist/**, report.json]\n"
+        "  package: cwd=/tmp env=[A, B, C] timeout_sec=0.5 retry_backoff_sec=2\n"
+    )
+    minimal = orch.run("validate", copy_plan(orch, VALID, "minimal"))
+    assert (minimal.returncode, minimal.stdout, minimal.stderr) == (0, "plan OK: 1 tasks\n", "")
 
 
 def test_dry_run_prints_waves_and_creates_nothing(orch: Orch) -> None:
@@ -128,4 +138,53 @@ def test_graph_of_a_plan_file(orch: Orch, fmt: str) -> None:
     plan, _ = load_plan(str(VALID / "full.yaml"))
     assert proc.stdout == (to_mermaid(plan) if fmt == "mermaid" else to_dot(plan))
     assert "inspect" in proc.stdout and "package" in proc.stdout
+    assert_no_run_created(orch)
+
+
+PLAN_02 = """\
+    defaults: {timeout_sec: 600, retries: 2, env: {API_TOKEN: "tok-s3cr3t"}}
+    pools: {llm: 2}
+    budget: {max_cost_usd: 5}
+    tasks:
+      - {id: test, cmd: "true", env: {}, retries: 0, timeout_sec: 600}
+      - id: fix
+        cmd: "true"
+        depends_on: [test]
+        pool: llm
+        idle_timeout_sec: 120
+        retry_on: [timeout, idle_timeout, 75]
+        run_when: failure
+      - {id: lint, cmd: "true"}
+    """
+
+
+def test_validate_shows_the_effective_settings_after_defaults(orch: Orch) -> None:
+    proc = orch.run("validate", orch.plan(PLAN_02))
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == (
+        "plan OK: 3 tasks\n"
+        "plan: pools={llm: 2} max_cost_usd=5\n"
+        "  test: env=[API_TOKEN] timeout_sec=600\n"
+        "  fix: env=[API_TOKEN] pool=llm timeout_sec=600 idle_timeout_sec=120 retries=2"
+        " retry_on=[timeout, idle_timeout, 75] run_when=failure\n"
+        "  lint: env=[API_TOKEN] timeout_sec=600 retries=2\n"
+    )
+    assert "s3cr3t" not in proc.stdout
+    assert_no_run_created(orch)
+
+
+def test_dry_run_shows_each_waves_task_settings(orch: Orch) -> None:
+    proc = orch.run("run", "--dry-run", orch.plan(PLAN_02))
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == (
+        "wave 1: test lint\n"
+        "  test: env=[API_TOKEN] timeout_sec=600\n"
+        "  lint: env=[API_TOKEN] timeout_sec=600 retries=2\n"
+        "wave 2: fix\n"
+        "  fix: env=[API_TOKEN] pool=llm timeout_sec=600 idle_timeout_sec=120 retries=2"
+        " retry_on=[timeout, idle_timeout, 75] run_when=failure\n"
+        "plan: pools={llm: 2} max_cost_usd=5\n"
+        "plan OK: 3 tasks, dry run: nothing executed\n"
+    )
+    assert "s3cr3t" not in proc.stdout
     assert_no_run_created(orch)

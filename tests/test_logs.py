@@ -116,7 +116,18 @@ def test_tail_of_line_longer_than_block(tmp_path: Any) -> None:
     p = tmp_path / "long.log"
     long_line = b"y" * (200 * 1024) + b"\n"
     p.write_bytes(b"first\n" + long_line + b"end\n")
-    assert logs.tail_lines(str(p), 2) == [long_line, b"end\n"]
+    assert logs.tail_lines(str(p), 2, max_bytes=1 << 20) == [long_line, b"end\n"]
+    # By default a tail holds at most TAIL_BYTES, however long the line: the line is cut.
+    cut = logs.tail_lines(str(p), 2)
+    assert cut == [long_line[-(logs.TAIL_BYTES - 4) :], b"end\n"]
+
+
+def test_tail_of_a_huge_line_without_newline_is_bounded(tmp_path: Any) -> None:
+    p = tmp_path / "huge.log"
+    with open(p, "wb") as f:
+        f.truncate(1 << 30)  # 1 GiB, sparse, no newline anywhere
+    lines = logs.tail_lines(str(p), 5)
+    assert len(lines) == 1 and len(lines[0]) == logs.TAIL_BYTES
 
 
 def test_tail_of_1gb_sparse_file_reads_only_the_end(tmp_path: Any) -> None:

@@ -30,10 +30,34 @@ def plan_error(text: str, source: str = "plan.yaml") -> PlanError:
     return info.value
 
 
+# What Release 0.2 added to the model; a plan that uses none of its keys has exactly these.
+V02_TASK_DEFAULTS = {
+    "pool": None,
+    "idle_timeout_sec": None,
+    "retry_on": [],
+    "backoff": None,
+    "run_when": "success",
+    "allow_failure": False,
+    "require_outputs": False,
+    "workspace": None,
+    "worktree_from": None,
+    "metrics": None,
+    "slurm": None,
+}
+V02_PLAN_DEFAULTS = {"pools": {}, "max_cost_usd": None, "executor": "local"}
+
+
 def as_json(plan: Plan) -> Any:
-    data = dataclasses.asdict(plan)
+    """The plan as the 0.1 corpus JSON has it, after checking that every 0.2 field is at its
+    default (the corpus plans use no 0.2 key)."""
+    data = json.loads(json.dumps(dataclasses.asdict(plan)))
     del data["source"]
-    return json.loads(json.dumps(data))
+    for key, default in V02_PLAN_DEFAULTS.items():
+        assert data.pop(key) == default, key
+    for task in data["tasks"]:
+        for key, default in V02_TASK_DEFAULTS.items():
+            assert task.pop(key) == default, (task["id"], key)
+    return data
 
 
 # --- the corpus ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """orch.report: `orch status`, `orch list` and final_report.md rendered from state dicts.
 
-The states are built by hand as STATE.md describes them (what orch.store.read_state returns),
+The states are built by hand as docs/STATE.md describes them (what orch.store.read_state returns),
 with retries, a timeout, a signal death, skipped and canceled tasks, artifacts and awkward ids.
 Rendering is pure, so whole texts are compared; timestamps are shown in local time, so every
 test here runs with TZ=UTC unless it says otherwise.
@@ -364,7 +364,9 @@ def test_list_of_nothing() -> None:
 def test_list_entry_json() -> None:
     assert report.list_entry_json(interrupted_run(), False) == {
         "run_id": RUN_ID,
-        "status": "INTERRUPTED",
+        # As in state.json and status --json: `status` is stored, `effective_status` seen.
+        "status": "RUNNING",
+        "effective_status": "INTERRUPTED",
         "goal": None,
         "created_at": iso(0),
         "started_at": iso(0),
@@ -382,7 +384,7 @@ def test_list_entry_json() -> None:
         },
     }
     live = report.list_entry_json(interrupted_run(), True, now=T0 + timedelta(seconds=3.5))
-    assert live["status"] == "RUNNING"
+    assert live["status"] == live["effective_status"] == "RUNNING"
     assert live["duration_sec"] == 3.5
 
 

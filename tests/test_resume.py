@@ -104,9 +104,8 @@ def test_logs_keep_every_attempt_apart_across_resumes(orch: Orch) -> None:
     (orch.workdir / "fixed").touch()
     assert orch.run("resume", run_id).returncode == 0
     out = Path(orch.state(run_id)["tasks"]["bad"]["stdout_path"]).read_text()
-    for n in (1, 2, 3):
-        assert f"=== orch: task bad attempt {n} started " in out
-        assert f"attempt-{n}\n" in out
+    # The log holds the task's bytes only; attempts are told apart by the recorded offsets.
+    assert out == "attempt-1\nattempt-2\nattempt-3\n"
     for n in (1, 2, 3):
         logs = orch.run("logs", run_id, "--task", "bad", "--attempt", str(n), "--stream", "stdout")
         assert logs.returncode == 0, logs.stderr

@@ -1,0 +1,95 @@
+"""Every path under ``<home>/runs/<run_id>/``: the only module that spells their names.
+
+```
+<home>/runs/<run_id>/
+  plan.yaml  plan.N.yaml          the plan as given; earlier snapshots after resume --plan
+  state.json  journal.jsonl       snapshot + journal (store.py)
+  lock  owner.json  cancel        ownership and the cancel request
+  logs/<task>.out.log .err.log    the task's bytes, all attempts in order
+  artifacts/<task>/...            collected outputs
+  context/<task>.json             ORCH_CONTEXT files
+  metrics/<task>.jsonl            ORCH_METRICS files
+  report/final_report.md
+  worktrees/<task>/               git worktrees (workspace: worktree)
+```
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["RUN_SUBDIRS", "RunLayout", "runs_dir"]
+
+# Created with the run directory, all private (0700).
+RUN_SUBDIRS = ("logs", "artifacts", "context", "report")
+
+
+def runs_dir(home: str) -> str:
+    return os.path.join(home, "runs")
+
+
+class RunLayout:
+    """Paths of one run directory. Pure string work: nothing here touches the disk."""
+
+    __slots__ = ("artifacts", "context_dir", "logs", "root")
+
+    def __init__(self, run_dir: str) -> None:
+        self.root = run_dir
+        self.logs = os.path.join(run_dir, "logs")
+        self.artifacts = os.path.join(run_dir, "artifacts")
+        self.context_dir = os.path.join(run_dir, "context")
+
+    @classmethod
+    def of(cls, home: str, run_id: str) -> RunLayout:
+        return cls(os.path.join(runs_dir(home), run_id))
+
+    @property
+    def run_id(self) -> str:
+        return os.path.basename(self.root)
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.root, "state.json")
+
+    @property
+    def journal(self) -> str:
+        return os.path.join(self.root, "journal.jsonl")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.root, "lock")
+
+    @property
+    def owner(self) -> str:
+        return os.path.join(self.root, "owner.json")
+
+    @property
+    def cancel(self) -> str:
+        return os.path.join(self.root, "cancel")
+
+    @property
+    def plan(self) -> str:
+        return os.path.join(self.root, "plan.yaml")
+
+    def plan_version(self, number: int) -> str:
+        """An earlier plan snapshot, kept when ``resume --plan`` replaced it."""
+        return os.path.join(self.root, f"plan.{number}.yaml")
+
+    @property
+    def report(self) -> str:
+        return os.path.join(self.root, "report", "final_report.md")
+
+    def stdout_log(self, task_id: str) -> str:
+        return os.path.join(self.logs, task_id + ".out.log")
+
+    def stderr_log(self, task_id: str) -> str:
+        return os.path.join(self.logs, task_id + ".err.log")
+
+    def context(self, task_id: str) -> str:
+        return os.path.join(self.context_dir, task_id + ".json")
+
+    def metrics(self, task_id: str) -> str:
+        return os.path.join(self.root, "metrics", task_id + ".jsonl")
+
+    def worktree(self, task_id: str) -> str:
+        return os.path.join(self.root, "worktrees", task_id)

@@ -1,0 +1,362 @@
+"""The run / task / attempt state: its typed shape, its initial value, its checks, its JSON.
+
+State is kept as plain dicts (they are what ``json`` reads and writes at C speed), typed for
+mypy by the TypedDicts below, and checked at the edges by ``state_problem`` (a whole loaded
+state) and ``record_problem`` (one journal record before it is replayed). The schema is
+documented in docs/STATE.md; a key means the same thing in state.json, ``status --json``,
+``list --json`` and the ORCH_CONTEXT file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, TypedDict
+
+from orch.model import Plan, RunStatus, Task, TaskStatus
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AttemptState",
+    "RunState",
+    "TaskState",
+    "apply_record",
+    "encode_state",
+    "initial_run_state",
+    "initial_task_state",
+    "no_result",
+    "record_problem",
+    "state_problem",
+]
+
+SCHEMA_VERSION = 1
+
+
+class AttemptState(TypedDict, total=False):
+    attempt: int
+    started_at: Optional[str]
+    ended_at: Optional[str]
+    duration_sec: Optional[float]
+    exit_code: Optional[int]
+    signal: Optional[int]
+    timed_out: bool
+    timed_out_by: Optional[str]
+    canceled: bool
+    error: Optional[str]
+    pid: Optional[int]
+    identity: Optional[str]
+    stdout_offset: int
+    stderr_offset: int
+
+
+class TaskState(TypedDict, total=False):
+    status: str
+    depends_on: List[str]
+    cmd: List[str]
+    attempts: int
+    started_at: Optional[str]
+    ended_at: Optional[str]
+    duration_sec: Optional[float]
+    exit_code: Optional[int]
+    signal: Optional[int]
+    timed_out: bool
+    timed_out_by: Optional[str]
+    canceled: bool
+    error: Optional[str]
+    skip_reason: Optional[str]
+    stdout_path: Optional[str]
+    stderr_path: Optional[str]
+    artifact_paths: List[str]
+    artifacts: List[Dict[str, Any]]
+    missing_outputs: List[str]
+    artifact_errors: List[str]
+    history: List[AttemptState]
+
+
+class RunState(TypedDict, total=False):
+    schema_version: int
+    run_id: str
+    run_dir: str
+    status: str
+    goal: Optional[str]
+    created_at: str
+    updated_at: str
+    started_at: Optional[str]
+    ended_at: Optional[str]
+    home: str
+    workdir: str
+    plan_path: Optional[str]
+    artifacts_dir: Optional[str]
+    max_parallel: int
+    fail_fast: bool
+    journal_seq: int
+    tasks: Dict[str, TaskState]
+    # Never stored; added by readers: `status --json` (effective_status: RUNNING shown as
+    # INTERRUPTED when no process owns the run) and `logs --follow` (owner_alive).
+    effective_status: str
+    owner_alive: bool
+
+
+# --------------------------------------------------------------------------- initial state
+
+
+def no_result() -> Dict[str, Any]:
+    """The result fields of a task or attempt that has not ended."""
+    return {
+        "ended_at": None,
+        "duration_sec": None,
+        "exit_code": None,
+        "signal": None,
+        "timed_out": False,
+        "timed_out_by": None,
+        "canceled": False,
+        "error": None,
+    }
+
+
+def initial_task_state(task: Task, stdout_path: str, stderr_path: str) -> TaskState:
+    """A task's state before it ever ran."""
+    entry: TaskState = {
+        "status": TaskStatus.PENDING.value,
+        "depends_on": list(task.depends_on),
+        "cmd": list(task.cmd),
+        "attempts": 0,
+        "started_at": None,
+        "skip_reason": None,
+        "stdout_path": stdout_path,
+        "stderr_path": stderr_path,
+        "artifact_paths": [],
+        "artifacts": [],
+        "missing_outputs": [],
+        "artifact_errors": [],
+        "history": [],
+    }
+    entry.update(no_result())  # type: ignore[typeddict-item]
+    return entry
+
+
+def initial_run_state(
+    plan: Plan,
+    *,
+    run_id: str,
+    run_dir: str,
+    home: str,
+    workdir: str,
+    plan_path: Optional[str],
+    artifacts_dir: Optional[str],
+    max_parallel: int,
+    fail_fast: bool,
+    now: str,
+    log_paths: Mapping[str, Tuple[str, str]],
+) -> RunState:
+    """The state of a run that was just created; ``log_paths``: task id -> (stdout, stderr)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "run_dir": run_dir,
+        "status": RunStatus.PENDING.value,
+        "goal": plan.goal,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "ended_at": None,
+        "home": home,
+        "workdir": workdir,
+        "plan_path": plan_path,
+        "artifacts_dir": artifacts_dir,
+        "max_parallel": max_parallel,
+        "fail_fast": fail_fast,
+        "journal_seq": 0,
+        "tasks": {t.id: initial_task_state(t, *log_paths[t.id]) for t in plan.tasks},
+    }
+
+
+# --------------------------------------------------------------------------- shape checks
+#
+# Exact types (``type(v) in accepted``): fast, and a bool is never taken for a number.
+# Keys missing from a stored state are allowed (readers use .get for every optional key);
+# unknown keys are kept (an additive change of a newer orch of the same schema version).
+
+_NONE = type(None)
+_STR = (str,)
+_OSTR = (str, _NONE)
+_INT = (int,)
+_OINT = (int, _NONE)
+_ONUM = (int, float, _NONE)
+_BOOL = (bool,)
+_LIST = (list,)
+_ODICT = (dict, _NONE)
+
+_ATTEMPT_TYPES: Dict[str, Tuple[type, ...]] = {
+    "attempt": _INT,
+    "started_at": _OSTR,
+    "ended_at": _OSTR,
+    "duration_sec": _ONUM,
+    "exit_code": _OINT,
+    "signal": _OINT,
+    "timed_out": _BOOL,
+    "timed_out_by": _OSTR,
+    "canceled": _BOOL,
+    "error": _OSTR,
+    "pid": _OINT,
+    "identity": _OSTR,
+    "stdout_offset": _INT,
+    "stderr_offset": _INT,
+}
+_TASK_TYPES: Dict[str, Tuple[type, ...]] = {
+    "status": _STR,
+    "depends_on": _LIST,
+    "cmd": _LIST,
+    "attempts": _INT,
+    "started_at": _OSTR,
+    "ended_at": _OSTR,
+    "duration_sec": _ONUM,
+    "exit_code": _OINT,
+    "signal": _OINT,
+    "timed_out": _BOOL,
+    "timed_out_by": _OSTR,
+    "canceled": _BOOL,
+    "error": _OSTR,
+    "skip_reason": _OSTR,
+    "stdout_path": _OSTR,
+    "stderr_path": _OSTR,
+    "artifact_paths": _LIST,
+    "artifacts": _LIST,
+    "missing_outputs": _LIST,
+    "artifact_errors": _LIST,
+    "history": _LIST,
+}
+_RUN_TYPES: Dict[str, Tuple[type, ...]] = {
+    "schema_version": _INT,
+    "run_id": _STR,
+    "run_dir": _STR,
+    "status": _STR,
+    "goal": _OSTR,
+    "created_at": _STR,
+    "updated_at": _STR,
+    "started_at": _OSTR,
+    "ended_at": _OSTR,
+    "home": _STR,
+    "workdir": _STR,
+    "plan_path": _OSTR,
+    "artifacts_dir": _OSTR,
+    "max_parallel": _INT,
+    "fail_fast": _BOOL,
+    "journal_seq": _INT,
+    "tasks": (dict,),
+}
+_REQUIRED_RUN = ("run_id", "status", "workdir", "tasks")
+_REQUIRED_TASK = ("status", "attempts", "history")
+_TASK_STATUSES = frozenset(s.value for s in TaskStatus)
+_RUN_STATUSES = frozenset(s.value for s in RunStatus if s is not RunStatus.INTERRUPTED)
+
+
+def _fields_problem(fields: Any, types: Mapping[str, Tuple[type, ...]], what: str) -> Optional[str]:
+    if type(fields) is not dict:
+        return f"{what} is not an object"
+    for key, value in fields.items():
+        accepted = types.get(key)
+        if accepted is not None and type(value) not in accepted:
+            return f"{what}: {key} has the wrong type"
+    return None
+
+
+def _task_problem(task_id: str, task: Any, partial: bool) -> Optional[str]:
+    what = f"task {task_id!r}"
+    problem = _fields_problem(task, _TASK_TYPES, what)
+    if problem:
+        return problem
+    if not partial and any(key not in task for key in _REQUIRED_TASK):
+        return f"{what} is not a task entry"
+    if "status" in task and task["status"] not in _TASK_STATUSES:
+        return f"{what}: unknown status {str(task['status'])[:20]!r}"
+    for entry in task.get("history", ()):
+        problem = _fields_problem(entry, _ATTEMPT_TYPES, f"{what}: attempt entry")
+        if problem:
+            return problem
+    return None
+
+
+def state_problem(state: Any) -> Optional[str]:
+    """What makes a decoded state.json unusable, or None: checked before any reader uses it."""
+    problem = _fields_problem(state, _RUN_TYPES, "state")
+    if problem:
+        return problem
+    for key in _REQUIRED_RUN:
+        if key not in state:
+            return f"no {key}"
+    if state["status"] not in _RUN_STATUSES:
+        return f"unknown run status {str(state['status'])[:20]!r}"
+    for task_id, task in state["tasks"].items():
+        problem = _task_problem(task_id, task, partial=False)
+        if problem:
+            return problem
+    return None
+
+
+def record_problem(record: Any, state: Mapping[str, Any]) -> Optional[str]:
+    """What makes one journal record unfit to replay over ``state``, or None.
+
+    A record is ``{"n": seq, "r": run fields}``, ``{"n", "t": task, "s": task fields}``,
+    ``{"n", "t", "h": new attempt}`` or ``{"n", "t", "hs": fields of the latest attempt}``.
+    """
+    if type(record) is not dict or type(record.get("n")) is not int:
+        return "not a journal record"
+    if "r" in record:
+        fields = record["r"]
+        problem = _fields_problem(fields, _RUN_TYPES, "run fields")
+        if problem:
+            return problem
+        if "tasks" in fields:
+            return "a run record cannot replace the tasks"
+        if "status" in fields and fields["status"] not in _RUN_STATUSES:
+            return "unknown run status"
+        return None
+    task_id = record.get("t")
+    tasks = state.get("tasks") or {}
+    if type(task_id) is not str or task_id not in tasks:
+        return "record for a task the state does not have"
+    if "s" in record:
+        return _task_problem(task_id, record["s"], partial=True)
+    if "h" in record:
+        return _fields_problem(record["h"], _ATTEMPT_TYPES, "attempt entry")
+    if "hs" in record:
+        if not tasks[task_id].get("history"):
+            return "attempt update before any attempt"
+        return _fields_problem(record["hs"], _ATTEMPT_TYPES, "attempt entry")
+    return "not a journal record"
+
+
+def apply_record(state: Dict[str, Any], record: Mapping[str, Any]) -> None:
+    """Replay one record checked by ``record_problem``."""
+    if "r" in record:
+        state.update(record["r"])
+        return
+    task = state["tasks"][record["t"]]
+    if "s" in record:
+        task.update(record["s"])
+    elif "h" in record:
+        task["history"].append(record["h"])
+    else:
+        task["history"][-1].update(record["hs"])
+
+
+# --------------------------------------------------------------------------- JSON
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_state(state: Mapping[str, Any]) -> Iterator[bytes]:
+    """The snapshot a task at a time, ``tasks`` last.
+
+    10,000 tasks make ~8 MB of JSON; encoded in one piece, its text, its bytes and the bytes
+    plus newline were all alive at once (+13 MiB peak RSS). No indent: json's C encoder only
+    runs without one.
+    """
+    head = {key: value for key, value in state.items() if key != "tasks"}
+    encode = _ENCODER.encode
+    yield encode(head)[:-1].encode() + (b',"tasks":{' if head else b'"tasks":{')
+    sep = b""
+    for task_id, entry in state["tasks"].items():
+        yield sep + f"{encode(task_id)}:{encode(entry)}".encode()
+        sep = b","
+    yield b"}}\n"
