@@ -7,7 +7,7 @@
   lock  owner.json  cancel        ownership and the cancel request
   logs/<task>.out.log .err.log    the task's bytes, all attempts in order
   artifacts/<task>/...            collected outputs
-  context/<task>.json             ORCH_CONTEXT files
+  context/<task>.json _run.json   ORCH_CONTEXT files (_run: tasks without dependencies)
   metrics/<task>.jsonl            ORCH_METRICS files
   report/final_report.md
   worktrees/<task>/               git worktrees (workspace: worktree)
@@ -87,6 +87,12 @@ class RunLayout:
 
     def context(self, task_id: str) -> str:
         return os.path.join(self.context_dir, task_id + ".json")
+
+    @property
+    def run_context(self) -> str:
+        """The ORCH_CONTEXT shared by tasks without dependencies (a task id starts with a
+        letter or digit, so no task's file has this name)."""
+        return os.path.join(self.context_dir, "_run.json")
 
     def metrics(self, task_id: str) -> str:
         return os.path.join(self.root, "metrics", task_id + ".jsonl")

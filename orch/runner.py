@@ -149,24 +149,10 @@ def _size(path: str) -> int:
         return 0
 
 
-def _precheck(spec: AttemptSpec) -> Optional[str]:
-    if not spec.argv or not spec.argv[0]:
-        return "empty command"
-    if not os.path.exists(spec.cwd):
-        return f"cwd does not exist: {spec.cwd}"
-    if not os.path.isdir(spec.cwd):
-        return f"cwd is not a directory: {spec.cwd}"
-    return None
-
-
-def _executable(argv0: str, env: Mapping[str, str], cwd: str) -> Optional[str]:
-    """argv[0] as exec would find it: a path with a '/' is taken as is (relative to the cwd),
-    a bare name is looked up in the task's own PATH (not orch's)."""
-    if "/" in argv0:
-        return argv0
-    path = env.get("PATH", os.defpath)
-    found = shutil.which(argv0, path=_absolute_path_list(path, cwd))
-    return found
+def _cwd_error(cwd: str) -> str:
+    if not os.path.exists(cwd):
+        return f"cwd does not exist: {cwd}"
+    return f"cwd is not a directory: {cwd}"
 
 
 def _absolute_path_list(path: str, cwd: str) -> str:
@@ -174,51 +160,85 @@ def _absolute_path_list(path: str, cwd: str) -> str:
     return os.pathsep.join(os.path.join(cwd, p) if p else cwd for p in path.split(os.pathsep))
 
 
-def _spawn(spec: AttemptSpec) -> Union[int, str]:
-    """The started leader's pid, or why it could not start."""
-    error = _precheck(spec)
-    if error is not None:
-        return error
-    if hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_OPEN"):
+class _Spawner:
+    """Starts leaders, remembering per run what every start would otherwise look up again
+    (a cwd's real path, where a command lives in a PATH): the hot path of flat plans."""
+
+    def __init__(self) -> None:
+        self._here = os.getcwd()
+        self._real: Dict[str, str] = {}
+        self._found: Dict[Tuple[str, str, str], str] = {}
+
+    def spawn(self, spec: AttemptSpec) -> Union[int, str]:
+        """The started leader's pid, or why it could not start."""
+        if not spec.argv or not spec.argv[0]:
+            return "empty command"
+        if hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_OPEN"):
+            try:
+                return self._posix_spawn(spec)
+            except NotImplementedError:
+                pass  # no setsid in this libc's posix_spawn: Popen can do it
+        if not os.path.isdir(spec.cwd):
+            return _cwd_error(spec.cwd)
+        return _popen(spec)
+
+    def _executable(self, spec: AttemptSpec) -> Optional[str]:
+        """argv[0] as exec would find it: a path with a '/' is taken as is (relative to the
+        cwd), a bare name is looked up in the task's own PATH (not orch's)."""
+        argv0 = spec.argv[0]
+        if "/" in argv0:
+            return argv0
+        key = (argv0, spec.env.get("PATH", os.defpath), spec.cwd)
+        found = self._found.get(key)
+        if found is None:
+            found = shutil.which(argv0, path=_absolute_path_list(key[1], spec.cwd))
+            if found is not None:
+                self._found[key] = found
+        return found
+
+    def _posix_spawn(self, spec: AttemptSpec) -> Union[int, str]:
+        # posix_spawn has no cwd: orch's own cwd is moved for the call. Safe because the
+        # loop's thread is the only one that spawns, and every path orch uses elsewhere is
+        # absolute.
+        real = self._real.get(spec.cwd)
+        if real is None:
+            if not os.path.isdir(spec.cwd):
+                return _cwd_error(spec.cwd)
+            real = self._real[spec.cwd] = os.path.realpath(spec.cwd)
+        exe = self._executable(spec)
+        if exe is None:
+            return f"cannot start {spec.argv[0]!r}: No such file or directory"
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, _DEVNULL, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, spec.stdout_path, _LOG_FLAGS, 0o600),
+            (os.POSIX_SPAWN_OPEN, 2, spec.stderr_path, _LOG_FLAGS, 0o600),
+        ]
+        moved = real != self._here
         try:
-            return _posix_spawn(spec)
-        except NotImplementedError:
-            pass  # no setsid in this libc's posix_spawn: Popen can do it
-    return _popen(spec)
+            if moved:
+                os.chdir(spec.cwd)
+            try:
+                return os.posix_spawn(
+                    exe, list(spec.argv), dict(spec.env), file_actions=actions, setsid=True
+                )
+            finally:
+                if moved:
+                    os.chdir(self._here)
+        except (OSError, ValueError) as exc:
+            self._found.pop((spec.argv[0], spec.env.get("PATH", os.defpath), spec.cwd), None)
+            self._real.pop(spec.cwd, None)
+            if isinstance(exc, (FileNotFoundError, NotADirectoryError)) and not os.path.isdir(
+                spec.cwd
+            ):
+                return _cwd_error(spec.cwd)
+            if not os.access(os.path.dirname(spec.stdout_path) or ".", os.W_OK):
+                return f"cannot open log {spec.stdout_path}: {getattr(exc, 'strerror', exc)}"
+            return _start_error(spec, exc)
 
 
 def _start_error(spec: AttemptSpec, exc: BaseException) -> str:
     strerror = getattr(exc, "strerror", None) or str(exc)
     return f"cannot start {spec.argv[0]!r}: {strerror}"
-
-
-def _posix_spawn(spec: AttemptSpec) -> Union[int, str]:
-    # posix_spawn has no cwd: orch's own cwd is moved for the call. Safe because the loop's
-    # thread is the only one that spawns, and every path orch uses elsewhere is absolute.
-    exe = _executable(spec.argv[0], spec.env, spec.cwd)
-    if exe is None:
-        return f"cannot start {spec.argv[0]!r}: No such file or directory"
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, _DEVNULL, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, spec.stdout_path, _LOG_FLAGS, 0o600),
-        (os.POSIX_SPAWN_OPEN, 2, spec.stderr_path, _LOG_FLAGS, 0o600),
-    ]
-    here = os.getcwd()
-    moved = os.path.realpath(spec.cwd) != here
-    try:
-        if moved:
-            os.chdir(spec.cwd)
-        try:
-            return os.posix_spawn(
-                exe, list(spec.argv), dict(spec.env), file_actions=actions, setsid=True
-            )
-        finally:
-            if moved:
-                os.chdir(here)
-    except (OSError, ValueError) as exc:
-        if not os.access(os.path.dirname(spec.stdout_path) or ".", os.W_OK):
-            return f"cannot open log {spec.stdout_path}: {getattr(exc, 'strerror', exc)}"
-        return _start_error(spec, exc)
 
 
 def _popen(spec: AttemptSpec) -> Union[int, str]:
@@ -433,11 +453,12 @@ class LocalRunner:
         self._by_pid: Dict[int, str] = {}
         self._watch = _ExitWatch()
         self._done: List[Tuple[str, AttemptResult]] = []
+        self._spawner = _Spawner()
 
     def start(self, spec: AttemptSpec) -> Union[Started, AttemptResult]:
         started_at = time.time()
         offsets = (_size(spec.stdout_path), _size(spec.stderr_path))
-        spawned = _spawn(spec)
+        spawned = self._spawner.spawn(spec)
         if isinstance(spawned, str):
             return failed_result(spawned, started_at, offsets)
         started = Started(spawned, procs.identity(spawned), started_at, *offsets)

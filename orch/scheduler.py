@@ -139,6 +139,8 @@ class Scheduler:
         self._next_cancel_check = 0.0
         self._done = 0
         self._run_dir_id = _dir_id(store.run_dir)
+        self._context_cache: Dict[str, str] = {}  # finished dependency -> its context JSON
+        self._root_context_written = False
         base = dict(os.environ)
         self._base_env = base
         self._orch_env = {
@@ -158,12 +160,13 @@ class Scheduler:
                 self._check_stop()
                 self._release_due_backoffs()
                 self._start_ready()
-                # Start records need no fsync (they serve the recovery from orch's own death;
-                # a machine crash ends the tasks too). Outcomes are synced below, before
-                # anything can act on them.
+                # Group commit: records are written every round but fsynced only before
+                # something acts on them (a dependent or a retry starts: _start_ready; the
+                # run's outcome: the engine). Start records serve the recovery from orch's
+                # own death, which the page cache survives; a machine crash ends the tasks too.
                 self._store.flush(sync=False)
                 self._wait_and_reap()
-                self._store.flush()
+                self._store.flush(sync=False)
                 if self._clock() >= next_tick:
                     self._check_run_dir()
                     self._progress.tick()
@@ -244,7 +247,10 @@ class Scheduler:
             task_id = self._readiness.pop_ready(self._pool_free)
             if task_id is None:
                 return
-            self._start(self._tasks[task_id])
+            task = self._tasks[task_id]
+            if task.depends_on or task_id in self._execution_attempts:
+                self._store.flush()  # the outcomes this start acts on are durable first
+            self._start(task)
 
     def _release_due_backoffs(self) -> None:
         now = self._clock()
@@ -281,6 +287,22 @@ class Scheduler:
 
     def _write_context(self, task: Task, number: int, path: str) -> None:
         tasks = self._state["tasks"]
+        self._context_cache.pop(task.id, None)  # it runs again: its dependents re-encode it
+        if not task.depends_on:
+            # One shared file for every task without dependencies: a file creation per task
+            # is the largest cost of a flat plan of quick tasks.
+            if not self._root_context_written:
+                artifacts.write_context(
+                    path,
+                    self._store.run_id,
+                    None,
+                    None,
+                    self._store.run_dir,
+                    self._layout.artifacts,
+                    {},
+                )
+                self._root_context_written = True
+            return
         artifacts.write_context(
             path,
             run_id=self._store.run_id,
@@ -289,6 +311,7 @@ class Scheduler:
             run_dir=self._store.run_dir,
             artifacts_dir=self._layout.artifacts,
             dependencies={dep: tasks[dep] for dep in task.depends_on},
+            encoded=self._context_cache,
         )
 
     def _spec(self, task: Task, number: int) -> AttemptSpec:
@@ -299,7 +322,9 @@ class Scheduler:
         env.update(self._orch_env)
         env["ORCH_TASK_ID"] = task.id
         env["ORCH_ATTEMPT"] = str(number)
-        env["ORCH_CONTEXT"] = self._layout.context(task.id)
+        env["ORCH_CONTEXT"] = (
+            self._layout.context(task.id) if task.depends_on else self._layout.run_context
+        )
         return AttemptSpec(
             task_id=task.id,
             attempt=number,
