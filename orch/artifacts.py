@@ -73,6 +73,8 @@ attempt; the task finds it through ``$ORCH_CONTEXT``::
     }
 
 All paths are absolute. ``artifact_paths`` lists collected files (not directories), sorted.
+A dependency with ``workspace: worktree`` also has ``worktree``, ``branch`` and
+``head_commit`` (its branch's head after its last attempt).
 """
 
 from __future__ import annotations
@@ -682,7 +684,7 @@ def _dependency_entry(
     dep_id: str, entry: Mapping[str, object], artifacts_dir: str
 ) -> Dict[str, object]:
     paths = entry.get("artifact_paths")
-    return {
+    found: Dict[str, object] = {
         "status": entry.get("status"),
         "exit_code": entry.get("exit_code"),
         "stdout_path": entry.get("stdout_path"),
@@ -690,6 +692,12 @@ def _dependency_entry(
         "artifacts_dir": os.path.join(artifacts_dir, dep_id),
         "artifact_paths": list(paths) if isinstance(paths, (list, tuple)) else [],
     }
+    if entry.get("worktree") is not None:
+        # workspace: worktree (orch/workspace.py): where the dependency worked, its branch
+        # and that branch's head after its last attempt.
+        for key in ("worktree", "branch", "head_commit"):
+            found[key] = entry.get(key)
+    return found
 
 
 def write_context(

@@ -7,9 +7,11 @@ what they need lazily so that ``orch --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
-from typing import Any, Callable, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from orch import __version__, exitcodes
 from orch.errors import OrchError, UsageError
@@ -23,12 +25,89 @@ EXIT_INVALID = exitcodes.INVALID
 _Handler = Callable[[argparse.Namespace], int]
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose as argparse does, but keeps a paragraph with indented lines (examples,
+    output formats) exactly as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        blocks = []
+        for block in text.split("\n\n"):
+            if any(line[:1].isspace() for line in block.splitlines()):
+                blocks.append("\n".join(indent + line for line in block.splitlines()))
+            else:
+                blocks.append(super()._fill_text(block, width, indent))
+        return "\n\n".join(blocks)
+
+
+_NEGATIVE_NUMBER = re.compile(r"\A-\d+\Z|\A-\d*\.\d+\Z")
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on bad arguments, as the contract wants; keep its one-line message."""
+    """argparse exits 2 on bad arguments, as the contract wants; keep its one-line message.
+
+    Also: did-you-mean for a mistyped command, choice or option (an unknown option is named
+    before anything else is parsed, so ``--max-paralel 2 plan.yaml`` is not reported as an
+    unexpected ``plan.yaml``), and a command's options and arguments in any order
+    (``parse_known_intermixed_args``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._intermixing = False
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_INVALID, f"orch: error: {message}\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> Tuple[argparse.Namespace, List[str]]:
+        if self._intermixing:  # parse_known_intermixed_args calls back in (Python < 3.13)
+            return super().parse_known_args(args, namespace)
+        words = list(sys.argv[1:] if args is None else args)
+        self._refuse_unknown_options(words)
+        if self._subparsers is not None:  # intermixed parsing refuses subparsers
+            return super().parse_known_args(words, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(words, namespace)
+        finally:
+            self._intermixing = False
+
+    def _refuse_unknown_options(self, words: Sequence[str]) -> None:
+        known = self._option_string_actions
+        value_next = False
+        for word in words:
+            if word == "--":
+                return
+            if value_next:
+                value_next = False
+                continue
+            if word[:1] != "-" or word == "-" or _NEGATIVE_NUMBER.match(word):
+                if self._subparsers is not None:
+                    return  # the command: what follows is its parser's business
+                continue
+            name = word.split("=", 1)[0]
+            action = known.get(name)
+            if action is None:
+                longer = [o for o in known if o.startswith(name)] if name[:2] == "--" else []
+                if len(longer) != 1:
+                    if longer:
+                        continue  # ambiguous: argparse's own message lists the candidates
+                    close = difflib.get_close_matches(name, [o for o in known if o[:2] == "--"], 1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    self.error(f"unrecognized option '{name}'{hint}")
+                action = known[longer[0]]
+            value_next = "=" not in word and action.nargs != 0
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            names = [str(c) for c in choices]
+            close = difflib.get_close_matches(str(value), names, 1)
+            hint = f"did you mean '{close[0]}'?" if close else "choose from " + ", ".join(names)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} ({hint})")
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -103,7 +182,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="validate and print the execution order as waves; run nothing, create no run",
     )
+    _add_executor(p, "(default: the plan's `executor`, else local)")
     p.set_defaults(handler=_cmd_run)
+
+
+def _add_executor(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        help=f"where attempts run: local processes or Slurm batch jobs {default}",
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -137,6 +225,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workdir=workdir,
         max_parallel=args.max_parallel,
         fail_fast=args.fail_fast,
+        executor=args.executor,
     )
 
 
@@ -160,6 +249,27 @@ def _add_resume(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         metavar="N",
         help="run at most N tasks at once (default: the run's own setting)",
     )
+    p.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="TASK",
+        help="also run TASK again, even if it is SUCCESS (repeatable)",
+    )
+    p.add_argument(
+        "--downstream",
+        action="store_true",
+        help="with --rerun: also every task downstream of the named ones",
+    )
+    p.add_argument(
+        "--plan",
+        type=_path,
+        metavar="FILE",
+        help="resume with an edited plan: it becomes the run's plan (the old one is kept as "
+        "plan.N.yaml); changed tasks run again with their downstream, added tasks run; "
+        "removing a task is an error",
+    )
+    _add_executor(p, "(default: the run's own)")
     _add_home(p)
     p.set_defaults(handler=_cmd_resume)
 
@@ -172,6 +282,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         failed_only=args.failed_only,
         max_parallel=args.max_parallel,
+        rerun=args.rerun,
+        downstream=args.downstream,
+        plan_file=args.plan,
+        executor=args.executor,
     )
 
 
@@ -216,6 +330,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     run_dir = store.run_dir_for(_home(args), args.run_id)
     state = store.read_state(run_dir)
     alive = store.owner_alive(run_dir)
+    if any(t.get("status") == "RUNNING" and t.get("job_id") for t in state["tasks"].values()):
+        from orch import slurm
+
+        slurm.add_job_states(state)  # each running task's job, as squeue sees it now
     if args.json:
         state["effective_status"] = report.effective_status(state, alive)
         sys.stdout.write(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
@@ -228,12 +346,25 @@ def _add_logs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p = sub.add_parser(
         "logs",
         help="print task logs",
-        description="Print the logs of RUN_ID's tasks (all tasks unless --task).",
+        description="Print the logs of RUN_ID's tasks (all tasks unless --task).\n\n"
+        "One stream of one task (--task ID --stream stdout|stderr, with or without --attempt) "
+        "is printed exactly as the task wrote it, nothing added, so it can be piped into "
+        "another program. Anything else gets headers: before each attempt's output in a "
+        "stream, and after each finished attempt a line saying how it ended (M is the number "
+        "of attempts made so far):\n\n"
+        "  ==> task build attempt 2/3 stdout <==\n"
+        "  ==> task build attempt 2/3: exit 1 after 2.3s <==\n"
+        "  ==> task deploy: no attempts (SKIPPED: dependency_not_success) <==\n\n"
+        "--follow without --task follows every task until the run ends, each line prefixed "
+        "'TASK_ID | '.",
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--task", metavar="ID", help="only this task")
     p.add_argument(
-        "--tail", type=_non_negative_int, metavar="N", help="only the last N lines of each log"
+        "--tail",
+        type=_non_negative_int,
+        metavar="N",
+        help="only the last N lines the task wrote to each log (headers are not counted)",
     )
     p.add_argument(
         "--stream",
@@ -247,7 +378,13 @@ def _add_logs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument(
         "--follow",
         action="store_true",
-        help="keep printing new output until the task ends (needs --task)",
+        help="keep printing new output until the task ends (with --task) or the run ends "
+        "(without: every task, each line prefixed 'TASK_ID | ')",
+    )
+    p.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="with --follow: start each line with the time it reached the log",
     )
     _add_home(p)
     p.set_defaults(handler=_cmd_logs)
@@ -257,23 +394,33 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     from orch import logs, store
 
     run_dir = store.run_dir_for(_home(args), args.run_id)
-    state = store.read_state(run_dir)
+    if args.follow and args.attempt is not None:
+        raise UsageError("--follow cannot be combined with --attempt")
+    if args.timestamps and not args.follow:
+        raise UsageError("--timestamps needs --follow")
+
+    def read() -> Dict[str, Any]:
+        current = dict(store.read_state(run_dir))
+        current["owner_alive"] = store.owner_alive(run_dir)
+        return current
+
+    def limits() -> logs.Limits:
+        return logs.plan_limits(run_dir)
+
     out = sys.stdout.buffer
     if args.follow:
-        if not args.task:
-            raise UsageError("--follow needs --task ID")
-        if args.attempt is not None:
-            raise UsageError("--follow cannot be combined with --attempt")
-
-        def read() -> Dict[str, Any]:
-            current = store.read_state(run_dir)
-            current["owner_alive"] = store.owner_alive(run_dir)
-            return dict(current)
-
-        logs.follow(out, read, args.task, args.stream, tail=args.tail)
-        return EXIT_OK
-    task_ids = [args.task] if args.task else list(state["tasks"])
-    logs.write_logs(out, dict(state), task_ids, args.stream, args.tail, args.attempt)
+        logs.follow(
+            out,
+            read,
+            args.task,
+            args.stream,
+            tail=args.tail,
+            timestamps=args.timestamps,
+            limits=limits,
+        )
+    else:
+        task_ids = [args.task] if args.task else []
+        logs.write_logs(out, read(), task_ids, args.stream, args.tail, args.attempt, limits=limits)
     out.flush()
     return EXIT_OK
 
@@ -366,9 +513,135 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
+    return value
+
+
+def _add_clean(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "clean",
+        help="delete finished runs and their worktrees (never a branch)",
+        description="Delete the directories of finished runs (SUCCESS, FAILED, CANCELED) and "
+        "their git worktrees ('git worktree remove --force', then 'git worktree prune'). A "
+        "live or unfinished run is never touched, nor any branch; changes nobody committed "
+        "in a worktree are committed to its branch first. Exit 0, or 2 when a named run was "
+        "refused or a removal failed (the other runs are cleaned all the same).",
+    )
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="the runs to delete")
+    p.add_argument(
+        "--older-than",
+        type=_days,
+        metavar="DAYS",
+        help="instead: every finished run that ended more than DAYS days ago (0: all)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed; remove nothing"
+    )
+    _add_home(p)
+    p.set_defaults(handler=_cmd_clean)
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from orch import clean
+
+    if bool(args.run_ids) == (args.older_than is not None):
+        raise UsageError("orch clean: give RUN_ID ... or --older-than DAYS (one of the two)")
+
+    def out(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def warn(line: str) -> None:
+        sys.stderr.write(line + "\n")
+
+    ok = clean.clean_runs(
+        _home(args), args.run_ids, args.older_than, dry_run=args.dry_run, out=out, warn=warn
+    )
+    return EXIT_OK if ok else EXIT_INVALID
+
+
+def _add_completion(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for bash or zsh: commands, options, their "
+        "choices, and file names where a PLAN or FILE is expected. Generated from orch's own "
+        "argument parser, so it is never out of date with the installed orch.",
+    )
+    p.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
+    p.set_defaults(handler=_cmd_completion)
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from orch import completion
+
+    script = completion.bash_script if args.shell == "bash" else completion.zsh_script
+    sys.stdout.write(script(build_parser()))
+    return EXIT_OK
+
+
 def _color(stream: object) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return "NO_COLOR" not in os.environ and bool(isatty and isatty())
+    from orch._fmt import color_wanted
+
+    # no-color.org: only a non-empty NO_COLOR turns colour off.
+    return color_wanted(stream, os.environ)
+
+
+# Shown under "Examples:" in each command's --help. An example whose options the command
+# does not have (yet) is left out, so help never shows a command line that fails.
+_EXAMPLES: Dict[str, List[str]] = {
+    "": ["orch run plan.yaml", "orch status last", "orch logs last --follow"],
+    "run": [
+        "orch run plan.yaml",
+        "orch run plan.yaml --max-parallel 8 --fail-fast",
+        "orch run plan.yaml --dry-run",
+        "orch run plan.yaml --executor slurm",
+    ],
+    "resume": [
+        "orch resume last",
+        "orch resume 20260101_120000_0a1b2c --failed-only",
+        "orch resume last --rerun test --downstream",
+        "orch resume last --plan plan.yaml",
+    ],
+    "cancel": ["orch cancel last"],
+    "status": ["orch status last", "orch status 20260101_120000_0a1b2c --json"],
+    "logs": [
+        "orch logs last",
+        "orch logs last --task build --stream stdout | python3 -m json.tool",
+        "orch logs last --task build --attempt 2 --tail 50",
+        "orch logs last --follow",
+        "orch logs last --follow --task build --timestamps",
+    ],
+    "list": ["orch list", "orch list --json"],
+    "validate": ["orch validate plan.yaml"],
+    "graph": ["orch graph plan.yaml", "orch graph last --format dot | dot -Tsvg > dag.svg"],
+    "clean": ["orch clean last --dry-run", "orch clean --older-than 30"],
+    "completion": [
+        "source <(orch completion bash)      # bash: this shell only",
+        "orch completion bash > ~/.local/share/bash-completion/completions/orch",
+        'orch completion zsh > "${fpath[1]}/_orch"   # zsh: then start a new shell',
+    ],
+}
+
+
+def _add_examples(parser: argparse.ArgumentParser, name: str) -> None:
+    """``name``'s examples as the epilog of its parser ("" is the top level, whose examples
+    use other commands' options)."""
+
+    def known(line: str) -> bool:
+        options = [w for w in line.split() if w.startswith("--")]
+        return not name or all(o in parser._option_string_actions for o in options)
+
+    shown = [line for line in _EXAMPLES.get(name, ()) if known(line)]
+    if shown:
+        examples = "Examples:\n" + "\n".join(f"  {line}" for line in shown)
+        parser.epilog = f"{parser.epilog}\n\n{examples}" if parser.epilog else examples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run CLI agents, build, test and lint tools as a DAG described in a YAML "
         "plan: parallelism, timeouts, retries, logs, status, resume, cancel and artifacts.",
         epilog="Exit codes: 0 success, 1 internal error, 2 invalid plan or arguments or unknown "
-        "run, 3 a task FAILED or SKIPPED, 4 run canceled.",
+        "run, 3 a task FAILED or SKIPPED, 4 run canceled. A RUN_ID may be 'last': the newest "
+        "run of the home.",
     )
     parser.add_argument("--version", action="version", version=f"orch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -390,19 +664,69 @@ def build_parser() -> argparse.ArgumentParser:
         _add_list,
         _add_validate,
         _add_graph,
+        _add_clean,
+        _add_completion,
     ):
         add(sub)
+    for name, command in sub.choices.items():
+        _add_examples(command, name)
+    _add_examples(parser, "")
     return parser
+
+
+def _command_first(argv: List[str], parser: argparse.ArgumentParser) -> List[str]:
+    """``orch --home h status last`` read as ``orch status --home h last``: a command's options
+    are accepted before the command too. Only a prefix made of that command's options (and
+    their values) moves; anything else is left for argparse to judge."""
+    commands: Dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            commands = dict(action.choices)
+    for index, word in enumerate(argv):
+        command = commands.get(word)
+        if command is None:
+            continue
+        if index == 0 or any(w in ("-h", "--help", "--version") for w in argv[:index]):
+            return argv
+        value_next = False
+        for lead in argv[:index]:
+            if value_next:
+                value_next = False
+                continue
+            option = command._option_string_actions.get(lead.split("=", 1)[0])
+            if option is None:
+                return argv
+            value_next = "=" not in lead and option.nargs != 0
+        if value_next:
+            continue  # this word is the value of the option before it, not the command
+        return [word, *argv[:index], *argv[index + 1 :]]
+    return argv
+
+
+def _resolve_last(args: argparse.Namespace) -> None:
+    """``last`` wherever a RUN_ID goes becomes the newest run's id, before the command runs,
+    so that what it prints names the real run (``run_id: ...``, ``cancel requested: ...``)."""
+    from orch import store
+
+    home = _home(args) if hasattr(args, "home") else None
+    for name in ("run_id", "target"):
+        if getattr(args, name, None) == store.LAST and home is not None:
+            setattr(args, name, store.resolve_run_id(home, store.LAST))
+    ids = getattr(args, "run_ids", None)
+    if isinstance(ids, list) and home is not None:
+        args.run_ids = [store.resolve_run_id(home, run_id) for run_id in ids]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_command_first(words, parser))
     handler: Optional[_Handler] = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_INVALID
     try:
+        _resolve_last(args)
         return handler(args)
     except OrchError as err:
         sys.stderr.write(f"{err}\n")
@@ -436,3 +760,7 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
+
+
+if __name__ == "__main__":  # `python3 -m orch.cli ...` works like `python3 -m orch ...`
+    sys.exit(main())

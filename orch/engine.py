@@ -8,23 +8,25 @@ report, and turning the run's outcome into an exit code.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 from orch import exitcodes, procs
 from orch import store as store_mod
 from orch.errors import StateError, UsageError
-from orch.graph import select_for_resume
+from orch.graph import PlanChanges, plan_changes, select_for_resume
+from orch.graph import downstream as graph_downstream
 from orch.layout import RunLayout
 from orch.model import Plan, RunStatus, SkipReason, TaskStatus
-from orch.runner import LocalRunner
+from orch.runner import LocalRunner, Runner
 from orch.scheduler import RunDirectoryGone, Scheduler, StopRequest, recorded_outcome
-from orch.state import RunState, initial_run_state
+from orch.state import RunState, initial_run_state, initial_task_state
 
 __all__ = ["cancel_run", "resume_run", "start_run"]
 
@@ -56,14 +58,22 @@ def start_run(
     workdir: str,
     max_parallel: int,
     fail_fast: bool,
+    executor: Optional[str] = None,
 ) -> int:
     artifacts_dir = None
     if plan.artifacts_dir is not None:
         artifacts_dir = os.path.join(workdir, plan.artifacts_dir)
+    executor = executor or plan.executor
+    _check_executor(executor)  # nothing submitted, no run directory, when Slurm is not there
+    from orch import workspace
+
+    # workspace: worktree: each cwd inside a git repository (a plan error otherwise, before
+    # any run directory exists), and each repository's HEAD now, the run's base.
+    bases = workspace.check_plan(plan, workdir)
 
     def make_state(run_id: str, run_dir: str) -> RunState:
         layout = RunLayout(run_dir)
-        return initial_run_state(
+        state = initial_run_state(
             plan,
             run_id=run_id,
             run_dir=run_dir,
@@ -78,6 +88,8 @@ def start_run(
                 t.id: (layout.stdout_log(t.id), layout.stderr_log(t.id)) for t in plan.tasks
             },
         )
+        state["executor"] = executor  # a resume keeps it, unless --executor says otherwise
+        return workspace.with_bases(state, bases)
 
     grace = _grace_sec()
     stop = StopRequest()
@@ -86,35 +98,165 @@ def start_run(
     with _stop_signals(stop):
         run = store_mod.create_run(home, plan_bytes, make_state)
         _announce(run.run_id)
-        return _execute(run, plan, {t.id for t in plan.tasks}, max_parallel, stop, grace)
+        return _execute(
+            run, plan, {t.id for t in plan.tasks}, max_parallel, stop, grace, executor=executor
+        )
 
 
-def resume_run(*, home: str, run_id: str, failed_only: bool, max_parallel: Optional[int]) -> int:
-    from orch.plan import parse_plan
+def _check_executor(executor: str) -> None:
+    """UsageError (exit 2, one line) when the executor cannot run anything here."""
+    if executor == "slurm":
+        from orch import slurm
 
+        slurm.preflight()
+
+
+def _make_runner(executor: str, run: store_mod.RunStore, plan: Plan) -> Runner:
+    if executor == "slurm":
+        from orch.slurm import SlurmRunner
+
+        options = {t.id: t.slurm for t in plan.tasks if t.slurm is not None}
+        return SlurmRunner(run.run_dir, run.run_id, options)
+    return LocalRunner()
+
+
+def resume_run(
+    *,
+    home: str,
+    run_id: str,
+    failed_only: bool,
+    max_parallel: Optional[int],
+    rerun: Sequence[str] = (),
+    downstream: bool = False,
+    plan_file: Optional[str] = None,
+    executor: Optional[str] = None,
+) -> int:
+    from orch.plan import load_plan, parse_plan
+
+    if downstream and not rerun:
+        raise UsageError("--downstream needs --rerun TASK: it names what to go down from")
+    edited: Optional[Tuple[Plan, bytes]] = None
+    if plan_file is not None:
+        edited = load_plan(plan_file)  # every problem at once, exit 2, before anything changes
     grace = _grace_sec()
     stop = StopRequest()
     with _stop_signals(stop):
         run = store_mod.open_run(home, run_id)
         try:
-            plan_file = run.layout.plan
-            plan = parse_plan(store_mod.read_plan_text(run.run_dir), plan_file)
-            _check_snapshot(plan, run.state, plan_file)
+            snapshot = run.layout.plan
+            plan = parse_plan(store_mod.read_plan_text(run.run_dir), snapshot)
+            _check_snapshot(plan, run.state, snapshot)
+            again = list(rerun)
+            if edited is not None:
+                changes = plan_changes(plan, edited[0])
+                _check_edit(changes, plan_file or "")
+            _check_rerun(again, edited[0] if edited else plan)
+            chosen = executor or run.state.get("executor") or plan.executor
+            _check_executor(chosen)
             _announce(run.run_id)
-            _recover_interrupted(run, grace)
+            adoptable = _recover_interrupted(run, grace, adopt=chosen == "slurm")
+            if edited is not None:
+                plan = _adopt_edited_plan(run, edited[0], edited[1], changes)
+                # A changed task runs again with everything below it; an added one runs.
+                again = list(dict.fromkeys([*again, *changes.changed]))
+                downstream_of = set(changes.changed)
+            else:
+                downstream_of = set()
             recorded = {t: recorded_outcome(e) for t, e in run.state["tasks"].items()}
-            selected = select_for_resume(plan.tasks, recorded, failed_only=failed_only)
-            if not selected and run.state["status"] in _FINAL:
-                # Nothing to run (e.g. the run already succeeded): no new session, so its
-                # recorded times and report stay as they are.
+            selected = select_for_resume(
+                plan.tasks,
+                recorded,
+                failed_only=failed_only,
+                rerun=again,
+                rerun_downstream=downstream,
+            )
+            selected |= graph_downstream(plan.tasks, downstream_of)
+            if edited is not None:
+                selected |= set(changes.added)
+            adopted = _keep_adoptable(run, plan, adoptable, selected, set(again))
+            selected |= adoptable  # a dropped one is FAILED now: it runs again
+            if run.state["status"] in _FINAL and (
+                not selected or (run.state["status"] == RunStatus.SUCCESS.value and not again)
+            ):
+                # Nothing to run: no new session, so the recorded times and report stay.
                 _close_quietly(run)
+                sys.stderr.write(
+                    f"orch: run {run.run_id} already finished ({run.state['status']}): nothing "
+                    "to do (--rerun TASK runs a task again)\n"
+                )
                 return exitcodes.for_run_status(RunStatus(run.state["status"]))
             if max_parallel is not None:
                 run.update_run({"max_parallel": max_parallel})
+            if chosen != run.state.get("executor"):
+                run.update_run({"executor": chosen})
         except BaseException:
             _close_quietly(run)
             raise
-        return _execute(run, plan, selected, int(run.state["max_parallel"]), stop, grace)
+        return _execute(
+            run,
+            plan,
+            selected,
+            int(run.state["max_parallel"]),
+            stop,
+            grace,
+            executor=chosen,
+            adopted=adopted,
+        )
+
+
+def _check_rerun(task_ids: Sequence[str], plan: Plan) -> None:
+    known = [t.id for t in plan.tasks]
+    problems = []
+    for task_id in task_ids:
+        if task_id not in known:
+            close = [k for k in known if k.lower() == task_id.lower()]
+            close = close or difflib.get_close_matches(task_id, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"--rerun: unknown task '{task_id}'{hint}")
+    if problems:
+        raise UsageError("\n".join(problems))
+
+
+def _check_edit(changes: PlanChanges, plan_file: str) -> None:
+    if changes.removed:
+        names = ", ".join(f"'{t}'" for t in changes.removed)
+        raise UsageError(
+            f"{plan_file}: the edited plan removes task(s) {names} of the run; a run's tasks "
+            "can be changed or added to, not removed (start a new run instead)"
+        )
+
+
+def _adopt_edited_plan(
+    run: store_mod.RunStore, plan: Plan, plan_bytes: bytes, changes: PlanChanges
+) -> Plan:
+    """Make ``plan`` the run's plan: the old snapshot kept as plan.N.yaml, the new one in
+    plan.yaml, its new tasks in the state (in plan order), its changed definitions recorded."""
+    layout = run.layout
+    version = int(run.state.get("plan_version") or 1)
+    store_mod.write_file_atomic(layout.plan_version(version), _read_bytes(layout.plan))
+    store_mod.write_file_atomic(layout.plan, plan_bytes)
+    tasks = run.state["tasks"]
+    new_tasks = {}
+    for task in plan.tasks:
+        if task.id in tasks:
+            new_tasks[task.id] = tasks[task.id]
+        else:
+            new_tasks[task.id] = initial_task_state(
+                task, layout.stdout_log(task.id), layout.stderr_log(task.id)
+            )
+    run.state["tasks"] = new_tasks
+    run.state["plan_version"] = version + 1
+    # A snapshot now: journal records about the added tasks must never precede their entry.
+    run.compact()
+    for task in plan.tasks:
+        if task.id in changes.changed:
+            run.update_task(task.id, {"cmd": list(task.cmd), "depends_on": list(task.depends_on)})
+    return plan
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _check_snapshot(plan: Plan, state: RunState, plan_file: str) -> None:
@@ -182,16 +324,30 @@ def _execute(
     max_parallel: int,
     stop: StopRequest,
     grace: float,
+    *,
+    executor: str = "local",
+    adopted: Optional[Set[str]] = None,
 ) -> int:
-    """One session of the run. Called with the stop signals already funnelled into ``stop``."""
+    """One session of the run. Called with the stop signals already funnelled into ``stop``.
+
+    ``adopted``: tasks whose attempt a crashed session left running (Slurm jobs), which the
+    scheduler takes over instead of starting them again."""
     from orch.progress import make_progress
 
     progress = make_progress(sys.stderr, os.environ)
     began = store_mod.now_iso()
-    runner = LocalRunner()
+    runner = _make_runner(executor, run, plan)
     closed = False
     try:
-        run.update_run({"status": RunStatus.RUNNING.value, "started_at": began, "ended_at": None})
+        sessions = [*run.state.get("sessions", []), {"started_at": began, "ended_at": None}]
+        run.update_run(
+            {
+                "status": RunStatus.RUNNING.value,
+                "started_at": began,
+                "ended_at": None,
+                "sessions": sessions,
+            }
+        )
         # A snapshot, not just a journal line: state.json itself says RUNNING from now on,
         # so that a crash leaves a run that any reader of the file sees as RUNNING.
         run.compact()
@@ -205,9 +361,12 @@ def _execute(
             fail_fast=bool(run.state["fail_fast"]),
             stop=stop,
             grace_sec=grace,
+            adopted=adopted,
         )
         status = scheduler.run()
-        run.update_run({"status": status.value, "ended_at": store_mod.now_iso()})
+        ended = store_mod.now_iso()
+        sessions[-1] = {"started_at": began, "ended_at": ended}
+        run.update_run({"status": status.value, "ended_at": ended, "sessions": sessions})
         run.flush()
         report_path = _write_report(run)
     except RunDirectoryGone as err:
@@ -295,39 +454,58 @@ def _wall(began_iso: str) -> float:
 
 
 def _write_report(run: store_mod.RunStore) -> str:
-    from orch import logs, report
-
-    def stderr_tail(task_id: str, lines: int) -> List[str]:
-        path = run.state["tasks"][task_id].get("stderr_path")
-        try:
-            raw = logs.tail_lines(path, lines) if path else []
-        except OSError:
-            return []
-        return [line.decode("utf-8", "replace").rstrip("\n") for line in raw]
+    from orch import final_report
 
     path = run.layout.report
-    text = report.render_final_report(run.state, stderr_tail)
+    # Reads the failed attempts' log tails itself: bounded reads from each attempt's offset.
+    text = final_report.render_final_report(run.state)
     store_mod.write_file_atomic(path, text.encode("utf-8"))
     return path
 
 
-def _recover_interrupted(run: store_mod.RunStore, grace: float, canceled: bool = False) -> None:
+def _recover_interrupted(
+    run: store_mod.RunStore, grace: float, canceled: bool = False, adopt: bool = False
+) -> Set[str]:
     """End what a dead owner left running, then close its attempts as ``interrupted``.
 
     With ``canceled`` the RUNNING tasks keep their status for the caller to mark CANCELED;
-    otherwise they become FAILED, so that a resume runs them again.
+    otherwise they become FAILED, so that a resume runs them again. With ``adopt`` (a resume
+    with the slurm executor) the attempts that are Slurm jobs stay open and RUNNING instead:
+    returned, for the scheduler to take over; every other job of the run is ended.
     """
     tasks = run.state["tasks"]
+    jobs = {
+        task_id: str(entry["history"][-1]["job_id"])
+        for task_id, entry in tasks.items()
+        if entry["history"]
+        and entry["history"][-1].get("ended_at") is None
+        and entry["history"][-1].get("job_id")
+    }
+    adopted: Set[str] = set()
+    if jobs or run.state.get("executor") == "slurm":
+        from orch import slurm
+
+        kept = slurm.recover_jobs(run.run_id, jobs, grace, adopt=adopt and not canceled, warn=_warn)
+        adopted = set(kept)
+    sessions = run.state.get("sessions") or []
+    if sessions and sessions[-1].get("ended_at") is None:
+        # The dead owner's session ended, as far as anyone can tell, at its last record.
+        closed = {**sessions[-1], "ended_at": run.state.get("updated_at")}
+        run.update_run({"sessions": [*sessions[:-1], closed]})
     recorded = []
     for entry in tasks.values():
         history = entry["history"]
         pid = history[-1].get("pid") if history else None
         if pid and history[-1].get("ended_at") is None:
             recorded.append((pid, history[-1].get("identity")))
-    procs.end_leftovers(run.run_id, set(tasks), recorded, grace)
+    # An adopted job's processes carry the run's ORCH_RUN_ID too (on a node that is this
+    # machine): the hunt must spare them.
+    procs.end_leftovers(run.run_id, set(tasks) - adopted, recorded, grace)
     now = store_mod.now_iso()
     for task_id, entry in tasks.items():
         history = entry["history"]
+        if task_id in adopted:
+            continue
         if history and history[-1].get("ended_at") is None:
             run.update_attempt(task_id, {"ended_at": now, "error": "interrupted"})
         if entry["status"] == TaskStatus.RUNNING.value and not canceled:
@@ -336,3 +514,39 @@ def _recover_interrupted(run: store_mod.RunStore, grace: float, canceled: bool =
                 {"status": TaskStatus.FAILED.value, "error": "interrupted", "ended_at": now},
             )
     run.flush()
+    return adopted
+
+
+def _keep_adoptable(
+    run: store_mod.RunStore, plan: Plan, adopted: Set[str], selected: Set[str], again: Set[str]
+) -> Set[str]:
+    """The adopted jobs whose result this resume can use: not one of a task named to run
+    again (``--rerun``, an edited definition), nor of one whose dependency runs again. The
+    others are ended and closed as interrupted (FAILED: they run again)."""
+    deps = {t.id: t.depends_on for t in plan.tasks}
+    dropped = {
+        t
+        for t in adopted
+        if t in again or any(d in selected and d not in adopted for d in deps.get(t, ()))
+    }
+    if dropped:
+        from orch import slurm
+
+        tasks = run.state["tasks"]
+        jobs = [str(tasks[t]["history"][-1].get("job_id")) for t in sorted(dropped)]
+        slurm.cancel_run_jobs(
+            run.run_id, [slurm.JobInfo(j, "", "", "") for j in jobs], _grace_sec(), _warn
+        )
+        now = store_mod.now_iso()
+        for task_id in dropped:
+            run.update_attempt(task_id, {"ended_at": now, "error": "interrupted"})
+            run.update_task(
+                task_id,
+                {"status": TaskStatus.FAILED.value, "error": "interrupted", "ended_at": now},
+            )
+        run.flush()
+    return adopted - dropped
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(line + "\n")

@@ -28,12 +28,14 @@ __all__ = [
     "DEPENDENCY_NOT_SUCCESS",
     "STATUS_COLORS",
     "Outcome",
+    "PlanChanges",
     "Readiness",
     "downstream",
     "find_cycles",
     "is_failure",
     "mermaid_flowchart",
     "passes_for_dependents",
+    "plan_changes",
     "select_for_resume",
     "to_dot",
     "to_mermaid",
@@ -420,3 +422,23 @@ def select_for_resume(
     if rerun_downstream:
         again |= downstream(tasks, again)
     return selected | again
+
+
+class PlanChanges(NamedTuple):
+    """How an edited plan differs from a run's plan, by task id (each list in plan order)."""
+
+    added: List[str]
+    removed: List[str]
+    changed: List[str]
+
+
+def plan_changes(old: Plan, new: Plan) -> PlanChanges:
+    """Tasks added, removed, and changed in any part of their definition (cmd, env, cwd,
+    depends_on, outputs, limits, policies: everything but the id)."""
+    before = {t.id: t for t in old.tasks}
+    after = {t.id: t for t in new.tasks}
+    return PlanChanges(
+        added=[t.id for t in new.tasks if t.id not in before],
+        removed=[t.id for t in old.tasks if t.id not in after],
+        changed=[t.id for t in new.tasks if t.id in before and before[t.id] != t],
+    )

@@ -11,6 +11,9 @@
   metrics/<task>.jsonl            ORCH_METRICS files
   report/final_report.md
   worktrees/<task>/               git worktrees (workspace: worktree)
+  slurm/wrapper.sh                the batch script of the run's Slurm jobs (executor slurm)
+  slurm/<task>.<attempt>.exit     a job's exit code, written by the wrapper; .run: it started;
+                      .err        the job's own stderr (slurmstepd's messages, not the task's)
 ```
 """
 
@@ -21,7 +24,7 @@ import os
 __all__ = ["RUN_SUBDIRS", "RunLayout", "runs_dir"]
 
 # Created with the run directory, all private (0700).
-RUN_SUBDIRS = ("logs", "artifacts", "context", "report")
+RUN_SUBDIRS = ("logs", "artifacts", "context", "metrics", "report")
 
 
 def runs_dir(home: str) -> str:
@@ -94,8 +97,25 @@ class RunLayout:
         letter or digit, so no task's file has this name)."""
         return os.path.join(self.context_dir, "_run.json")
 
+    @property
+    def metrics_dir(self) -> str:
+        return os.path.join(self.root, "metrics")
+
     def metrics(self, task_id: str) -> str:
-        return os.path.join(self.root, "metrics", task_id + ".jsonl")
+        return os.path.join(self.metrics_dir, task_id + ".jsonl")
 
     def worktree(self, task_id: str) -> str:
         return os.path.join(self.root, "worktrees", task_id)
+
+    @property
+    def slurm_dir(self) -> str:
+        return os.path.join(self.root, "slurm")
+
+    @property
+    def slurm_wrapper(self) -> str:
+        return os.path.join(self.root, "slurm", "wrapper.sh")
+
+    def slurm_job(self, task_id: str, attempt: int) -> str:
+        """The stem of an attempt's job files: ``.exit`` (its exit code, written by the
+        wrapper), ``.run`` (the command started), ``.err`` (Slurm's own messages)."""
+        return os.path.join(self.root, "slurm", f"{task_id}.{attempt}")

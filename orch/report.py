@@ -1,9 +1,15 @@
-"""Pure renderers from stored state: `orch status`, `orch list` and report/final_report.md.
+"""`orch status` and `orch list` rendered from stored state, and the facts about a stored run
+that every view shares (effective status, how a task ended, why it did not run, its root
+failure, how long its attempts ran).
 
-Every function takes the state dict of ``orch.store.read_state`` (schema: docs/STATE.md) and returns
-text, so `status`, `list` and the report look the same from any process. Nothing here reads a
-file: the stderr tail of a failed task comes through a callback. The state holds no env values,
-and nothing here adds any.
+Every function takes the state dict of ``orch.store.read_state`` (schema: docs/STATE.md) and
+returns text, so `status` and `list` look the same from any process. Nothing here reads a
+file; the final report (which reads log tails) is orch.final_report. The state holds no env
+values, and nothing here adds any.
+
+Tables are fitted to a width (the terminal's, when stdout is one): the free-text column (goal,
+note) is cut with an ellipsis first, then whole columns of lesser use are left out. Widths
+count display columns, so a CJK goal takes two columns per character.
 
 Rendering stays linear in the number of tasks (lists joined once, no repeated concatenation):
 `orch status` of a 10,000-task run must stay well under a second.
@@ -11,101 +17,88 @@ Rendering stays linear in the number of tasks (lists joined once, no repeated co
 
 from __future__ import annotations
 
-import math
-import re
-import shlex
 import signal
+import sys
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from orch import graph
+from orch import _fmt
+from orch._fmt import format_duration, format_timestamp
 
 __all__ = [
+    "INTERRUPTED",
+    "count_summary",
+    "display_counts",
     "effective_status",
+    "format_cost",
     "format_duration",
     "format_timestamp",
     "list_entry_json",
-    "mermaid_flowchart",
-    "mermaid_gantt",
-    "render_final_report",
+    "outcome",
+    "reason",
     "render_list",
     "render_status",
+    "root_failure",
+    "run_duration",
+    "task_run_time",
+    "tasks_of",
 ]
 
 State = Mapping[str, Any]
-StderrTail = Callable[[str, int], List[str]]
 
 # Display order of task statuses in counts and summaries.
-_TASK_STATUSES = ("SUCCESS", "FAILED", "SKIPPED", "CANCELED", "RUNNING", "PENDING")
-_INTERRUPTED = "INTERRUPTED"
-_COLOURS = {
-    "SUCCESS": "32",
-    "FAILED": "31",
-    "SKIPPED": "33",
-    "CANCELED": "35",
-    "RUNNING": "36",
-    "PENDING": "2",
-    _INTERRUPTED: "1;33",
-}
-_TAIL_LINES = 50
+TASK_STATUSES = ("SUCCESS", "FAILED", "SKIPPED", "CANCELED", "RUNNING", "PENDING")
+INTERRUPTED = "INTERRUPTED"
+DEPENDENCY_NOT_SUCCESS = "dependency_not_success"
+CONDITION_NOT_MET = "condition_not_met"
 _NOTE_MAX = 120
 _GOAL_MAX = 60
-# Mermaid's defaults (maxTextSize, maxEdges): a bigger diagram renders as an error box on
-# GitHub, so the report says why it left the diagram out instead.
-_MERMAID_MAX_TEXT = 50_000
-_MERMAID_MAX_EDGES = 500
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~&!])")
-_BACKTICKS = re.compile(r"`+")
-_GANTT_UNSAFE = re.compile(r"[^A-Za-z0-9._\- ]")
-_CONTROLS = {code: " " for code in (*range(32), *range(127, 160))}
-_LOG_CONTROLS = {code: None for code in _CONTROLS if code != 9}
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_GAP = "  "
+_COMFORT = 20  # a cut free-text column keeps this much before other columns are dropped
 
 
-# --- small formatters ---------------------------------------------------------------------
+# --- run-level facts -----------------------------------------------------------------------
 
 
-def format_duration(seconds: Optional[float]) -> str:
-    """``0.4s``, ``59.9s``, ``2m05s``, ``1h02m`` (as the progress view); ``-`` when unknown."""
-    if seconds is None or isinstance(seconds, bool) or not math.isfinite(seconds):
-        return "-"
-    seconds = max(float(seconds), 0.0)
-    if seconds < 60:
-        text = f"{seconds:.1f}s"
-        return "1m00s" if text == "60.0s" else text
-    # Truncated like orch.progress, so the summary line and the report agree on a wall time.
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+def tasks_of(state: State) -> Mapping[str, Mapping[str, Any]]:
+    tasks = state.get("tasks")
+    return tasks if isinstance(tasks, Mapping) else {}
 
 
-def format_timestamp(value: Optional[str]) -> str:
-    """A stored ISO timestamp in local time, to the second: ``2026-11-25T10:00:00+01:00``."""
-    return _local_time(value, None)
+def effective_status(state: State, owner_alive: bool) -> str:
+    """The run status to show: ``INTERRUPTED`` when it claims to run but no process owns it."""
+    status = str(state.get("status") or "PENDING")
+    if owner_alive:
+        return status
+    if status == "RUNNING":
+        return INTERRUPTED
+    if status == "PENDING" and any(t.get("status") == "RUNNING" for t in tasks_of(state).values()):
+        return INTERRUPTED
+    return status
 
 
-def _local_time(value: Optional[str], pattern: Optional[str]) -> str:
-    moment = _parse_time(value)
-    if moment is None:
-        return "-" if value is None else str(value)
-    if moment.tzinfo is not None:
-        moment = moment.astimezone()
-    moment = moment.replace(microsecond=0)
-    return moment.strftime(pattern) if pattern else moment.isoformat()
+def _task_display_status(task: Mapping[str, Any], interrupted: bool) -> str:
+    status = str(task.get("status") or "PENDING")
+    # A task recorded RUNNING in a run nobody owns is not running: say what happened to it.
+    return INTERRUPTED if interrupted and status == "RUNNING" else status
 
 
-def _short_timestamp(value: Optional[str]) -> str:
-    return _local_time(value, "%Y-%m-%d %H:%M:%S")
+def display_counts(state: State, interrupted: bool) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for task in tasks_of(state).values():
+        status = _task_display_status(task, interrupted)
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
-def _parse_time(value: Any) -> Optional[datetime]:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
+def count_summary(counts: Mapping[str, int]) -> str:
+    """``3/4 ok, 1 failed``."""
+    total = sum(counts.values())
+    parts = [f"{counts.get('SUCCESS', 0)}/{total} ok"]
+    for status in (*TASK_STATUSES[1:], INTERRUPTED):
+        if counts.get(status):
+            parts.append(f"{counts[status]} {status.lower()}")
+    return ", ".join(parts)
 
 
 def _seconds_between(start: Optional[datetime], end: Optional[datetime]) -> Optional[float]:
@@ -121,10 +114,65 @@ def _now(now: Optional[datetime]) -> datetime:
     return now if now is not None else datetime.now(timezone.utc)
 
 
-def _one_line(text: Any, limit: int = _NOTE_MAX) -> str:
-    # Control characters (an escape sequence in an error message) must not reach the terminal.
-    flat = " ".join(str(text).translate(_CONTROLS).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def run_duration(
+    state: State, status: str, live: bool, now: Optional[datetime]
+) -> Tuple[Optional[float], str]:
+    """Wall time of the run over all its sessions (a resume adds one), and how to qualify it
+    (so far, until interrupted, over N sessions)."""
+    latest, qualifier = _latest_session(state, status, live, now)
+    sessions = state.get("sessions")
+    if latest is None or not isinstance(sessions, list) or len(sessions) < 2:
+        return latest, qualifier
+    earlier = 0.0
+    for session in sessions[:-1]:
+        span = _seconds_between(
+            _fmt.parse_time(session.get("started_at")), _fmt.parse_time(session.get("ended_at"))
+        )
+        earlier += span or 0.0
+    return earlier + latest, f"{qualifier} over {len(sessions)} sessions"
+
+
+def _latest_session(
+    state: State, status: str, live: bool, now: Optional[datetime]
+) -> Tuple[Optional[float], str]:
+    start = _fmt.parse_time(state.get("started_at"))
+    if start is None:
+        return None, ""
+    if status == INTERRUPTED:
+        # Nobody will write ended_at: the last recorded change is the best end there is.
+        end = _fmt.parse_time(state.get("updated_at"))
+        return _seconds_between(start, end), " until interrupted"
+    if live and status in ("RUNNING", "PENDING"):
+        return _seconds_between(start, _now(now)), " so far"
+    end = _fmt.parse_time(state.get("ended_at")) or _fmt.parse_time(state.get("updated_at"))
+    return _seconds_between(start, end), ""
+
+
+def task_run_time(
+    task: Mapping[str, Any], live: bool = False, now: Optional[datetime] = None
+) -> Tuple[Optional[float], int]:
+    """(seconds its attempts ran, number of attempts): the sum of the attempts' own durations,
+    so backoff waits and queueing are not counted (3 one-second attempts are 3.0s, not the 10s
+    from the first start to the last end). A running attempt counts up to ``now`` when
+    ``live``. Without a history, the stored ``duration_sec``."""
+    history = [h for h in task.get("history") or () if isinstance(h, Mapping)]
+    if not history:
+        duration = task.get("duration_sec")
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+            return float(duration), _attempt_count(task)
+        return None, _attempt_count(task)
+    seconds, count = _fmt.ran_for(history)
+    last = history[-1]
+    if live and task.get("status") == "RUNNING" and last.get("ended_at") is None:
+        so_far = _seconds_between(_fmt.parse_time(last.get("started_at")), _now(now))
+        if so_far is not None:
+            seconds = (seconds or 0.0) + so_far
+    return seconds, count
+
+
+def _attempt_count(task: Mapping[str, Any]) -> int:
+    value = task.get("attempts")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _signal_name(number: int) -> str:
@@ -138,11 +186,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _outcome(entry: Mapping[str, Any]) -> str:
-    """``exit 1``, ``SIGKILL``, ``timed out, SIGTERM``: how a task or an attempt ended."""
+def outcome(entry: Mapping[str, Any]) -> str:
+    """``exit 1``, ``SIGKILL``, ``timed out (idle_timeout_sec), SIGTERM``: how a task or an
+    attempt ended; ``-`` when nothing says."""
     parts = []
     if entry.get("timed_out"):
-        parts.append("timed out")
+        by = entry.get("timed_out_by")
+        parts.append(f"timed out ({by})" if isinstance(by, str) and by else "timed out")
     sig = entry.get("signal")
     code = entry.get("exit_code")
     if _is_int(sig) and sig:
@@ -152,209 +202,318 @@ def _outcome(entry: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-# --- run-level facts -----------------------------------------------------------------------
+def root_failure(
+    tasks: Mapping[str, Any], task_id: str, memo: Dict[str, Optional[str]]
+) -> Optional[str]:
+    """The first FAILED (not allowed) or CANCELED task that ``task_id`` descends from through
+    tasks SKIPPED with ``dependency_not_success``, in ``depends_on`` order; None if none.
+
+    Iterative (a chain of 10,000 skips is no recursion) and memoized in ``memo``: all the
+    skips of a run cost O(tasks + dependencies) together.
+    """
+    if task_id in memo:
+        return memo[task_id]
+    stack: List[Tuple[str, int]] = [(task_id, 0)]
+    on_stack = {task_id}
+    while stack:
+        node, index = stack.pop()
+        deps = _deps(tasks.get(node))
+        found: Optional[str] = None
+        descended = False
+        while index < len(deps) and found is None:
+            dep = deps[index]
+            index += 1
+            entry = tasks.get(dep)
+            if not isinstance(entry, Mapping):
+                continue
+            status = entry.get("status")
+            if status == "CANCELED" or (status == "FAILED" and not entry.get("allowed_failure")):
+                found = dep
+            elif status == "SKIPPED" and entry.get("skip_reason") == DEPENDENCY_NOT_SUCCESS:
+                if dep in memo:
+                    found = memo[dep]
+                elif dep not in on_stack:  # no cycle in a valid plan; never loop on a bad one
+                    stack.extend(((node, index), (dep, 0)))
+                    on_stack.add(dep)
+                    descended = True
+                    break
+        if descended:
+            continue
+        memo[node] = found
+        on_stack.discard(node)
+        if found is not None:
+            # Everything still on the stack is on the path down to this root.
+            for waiting, _ in stack:
+                memo[waiting] = found
+            stack.clear()
+    return memo.get(task_id)
 
 
-def _tasks(state: State) -> Mapping[str, Mapping[str, Any]]:
-    tasks = state.get("tasks")
-    return tasks if isinstance(tasks, Mapping) else {}
+def _deps(entry: Any) -> List[str]:
+    deps = entry.get("depends_on") if isinstance(entry, Mapping) else None
+    return [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
 
 
-def effective_status(state: State, owner_alive: bool) -> str:
-    """The run status to show: ``INTERRUPTED`` when it claims to run but no process owns it."""
-    status = str(state.get("status") or "PENDING")
-    if owner_alive:
-        return status
-    if status == "RUNNING":
-        return _INTERRUPTED
-    if status == "PENDING" and any(t.get("status") == "RUNNING" for t in _tasks(state).values()):
-        return _INTERRUPTED
-    return status
-
-
-def _task_display_status(task: Mapping[str, Any], interrupted: bool) -> str:
-    status = str(task.get("status") or "PENDING")
-    # A task recorded RUNNING in a run nobody owns is not running: say what happened to it.
-    return _INTERRUPTED if interrupted and status == "RUNNING" else status
-
-
-def _display_counts(state: State, interrupted: bool) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
-    for task in _tasks(state).values():
-        status = _task_display_status(task, interrupted)
-        counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
-def _count_summary(counts: Mapping[str, int]) -> str:
-    """``3/4 ok, 1 failed``."""
-    total = sum(counts.values())
-    parts = [f"{counts.get('SUCCESS', 0)}/{total} ok"]
-    for status in (*_TASK_STATUSES[1:], _INTERRUPTED):
-        if counts.get(status):
-            parts.append(f"{counts[status]} {status.lower()}")
-    return ", ".join(parts)
-
-
-def _run_duration(
-    state: State, status: str, live: bool, now: Optional[datetime]
-) -> Tuple[Optional[float], str]:
-    """Seconds of the latest session and how to qualify them (so far, until interrupted)."""
-    start = _parse_time(state.get("started_at"))
-    if start is None:
-        return None, ""
-    if status == _INTERRUPTED:
-        # Nobody will write ended_at: the last recorded change is the best end there is.
-        return _seconds_between(start, _parse_time(state.get("updated_at"))), " until interrupted"
-    if live and status in ("RUNNING", "PENDING"):
-        return _seconds_between(start, _now(now)), " so far"
-    end = _parse_time(state.get("ended_at")) or _parse_time(state.get("updated_at"))
-    return _seconds_between(start, end), ""
-
-
-def _task_duration(task: Mapping[str, Any], live: bool, now: Optional[datetime]) -> Optional[float]:
-    duration = task.get("duration_sec")
-    if live and task.get("status") == "RUNNING":
-        return _seconds_between(_parse_time(task.get("started_at")), _now(now))
-    return float(duration) if isinstance(duration, (int, float)) else None
-
-
-def _unsuccessful_deps(
-    task: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]
-) -> List[str]:
-    return [
-        dep
-        for dep in task.get("depends_on") or ()
-        if (tasks.get(dep) or {}).get("status") != "SUCCESS"
-    ]
-
-
-def _reason(task: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]) -> str:
-    """Why a task did not succeed, in one line: skip reason (with the blocking deps) or error."""
+def reason(
+    task_id: str, tasks: Mapping[str, Mapping[str, Any]], memo: Dict[str, Optional[str]]
+) -> str:
+    """Why a task did not succeed, in one line: skip reason (with its root failure), an
+    allowed failure, the error (``not retried: ...`` notes included)."""
+    task = tasks[task_id]
     parts = []
-    reason = task.get("skip_reason")
-    if reason == "dependency_not_success":
-        blocking = _unsuccessful_deps(task, tasks)
-        shown = ", ".join(blocking[:3]) + (", …" if len(blocking) > 3 else "")
-        parts.append(f"{reason}: {shown}" if shown else str(reason))
-    elif reason:
-        parts.append(str(reason))
+    skip = task.get("skip_reason")
+    if task.get("allowed_failure") and task.get("status") == "FAILED":
+        parts.append("allowed failure")
+    if skip == DEPENDENCY_NOT_SUCCESS:
+        root = root_failure(tasks, task_id, memo)
+        # The root first: it is what a narrow terminal must not cut away.
+        parts.append(f"root failure: {root} ({skip})" if root else str(skip))
+    elif skip:
+        parts.append(str(skip))
     elif task.get("status") == "CANCELED" and not task.get("error"):
         parts.append("canceled")
+    if task.get("status") == "RUNNING" and task.get("job_id"):
+        # executor slurm: the job, and its state when `orch status` could ask squeue.
+        job = f"slurm job {task['job_id']}"
+        parts.append(f"{job} {task['slurm_state']}" if task.get("slurm_state") else job)
     if task.get("error"):
         parts.append(str(task["error"]))
-    return _one_line("; ".join(parts))
+    return _fmt.one_line("; ".join(parts))
 
 
-# --- plain-text tables -----------------------------------------------------------------------
+# --- tables fitted to a width --------------------------------------------------------------
 
 
-def _paint(text: str, status: str, color: bool) -> str:
-    code = _COLOURS.get(status.strip())
-    return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
+class Column(NamedTuple):
+    title: str
+    right: bool = False
+    shrink_to: int = 0  # > 0: may be cut (with an ellipsis) down to this many columns
+    drop: int = 0  # > 0: may be left out, the highest first, when the table does not fit
 
 
-def _table(
-    header: Sequence[str],
+def _auto_width(width: Optional[int]) -> Optional[int]:
+    """``None``: the terminal's width when stdout is a terminal, else no limit; 0: no limit."""
+    if width is None:
+        return _fmt.terminal_columns(sys.stdout)
+    return width if width > 0 else None
+
+
+def fit_table(
+    columns: Sequence[Column],
     rows: Sequence[Sequence[str]],
-    right: Sequence[int] = (),
+    width: Optional[int],
+    *,
     status_col: Optional[int] = None,
     color: bool = False,
 ) -> List[str]:
-    """Aligned columns two spaces apart; the last column is left ragged (no trailing blanks)."""
-    widths = [len(h) for h in header]
-    if rows:
-        widths = [max(w, max(map(len, cells))) for w, cells in zip(widths, zip(*rows))]
-    last = len(header) - 1
-    paint = color and status_col is not None
+    """Aligned columns two spaces apart, within ``width`` display columns (None: any width).
 
-    def spec(i: int, painted: bool) -> str:
-        if i == last or painted:
-            return "{}"
-        return f"{{:{'>' if i in right else '<'}{widths[i]}}}"
-
-    # One format string per table: str.format is several times faster than padding cell by cell.
-    head_format = "  ".join(spec(i, False) for i in range(len(header)))
-    row_format = "  ".join(spec(i, paint and i == status_col) for i in range(len(header)))
-    lines = [head_format.format(*header).rstrip()]
-    if paint and status_col is not None:
-        # Padded outside the escape codes, so the colour takes no width.
-        col, width = status_col, widths[status_col]
-        rows = [
-            (*r[:col], _paint(r[col], r[col], True) + " " * (width - len(r[col])), *r[col + 1 :])
-            for r in rows
-        ]
-    lines.extend(row_format.format(*row).rstrip() for row in rows)
+    The last column is left ragged (no trailing blanks). When the table is too wide,
+    shrinkable columns are cut (the last first), then droppable columns left out; a table that
+    still does not fit (a very narrow terminal) has its lines cut at the width.
+    """
+    natural = [_fmt.display_width(c.title) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            w = _fmt.display_width(cell)
+            if w > natural[i]:
+                natural[i] = w
+    keep = list(range(len(columns)))
+    widths = list(natural)
+    if width is not None:
+        keep, widths = _fit_widths(columns, natural, width)
+    lines = [_row([columns[i].title for i in keep], keep, widths, columns, None, False)]
+    lines.extend(_row([r[i] for i in keep], keep, widths, columns, status_col, color) for r in rows)
+    if width is not None and sum(widths[i] for i in keep) + len(_GAP) * (len(keep) - 1) > width:
+        lines = [_fit_painted(line, width) for line in lines]
     return lines
+
+
+def _fit_widths(
+    columns: Sequence[Column], natural: List[int], width: int
+) -> Tuple[List[int], List[int]]:
+    """Columns to keep and their widths. A cut column keeps at least ``_COMFORT`` columns
+    while a column of lesser use can still be left out; after that, down to its floor."""
+    keep = list(range(len(columns)))
+    droppable = sorted((c.drop, i) for i, c in enumerate(columns) if c.drop > 0)
+    while True:
+        widths, excess = _shrink(columns, natural, keep, width, comfort=True)
+        if excess <= 0:
+            return keep, widths
+        if not droppable:
+            return keep, _shrink(columns, natural, keep, width, comfort=False)[0]
+        keep.remove(droppable.pop()[1])
+
+
+def _shrink(
+    columns: Sequence[Column], natural: List[int], keep: List[int], width: int, comfort: bool
+) -> Tuple[List[int], int]:
+    """Widths with the cuttable columns cut (the last first) toward ``width``; the excess left."""
+    widths = list(natural)
+    excess = sum(widths[i] for i in keep) + len(_GAP) * (len(keep) - 1) - width
+    for i in reversed(keep):
+        floor = columns[i].shrink_to
+        if excess <= 0 or not floor:
+            continue
+        if comfort:
+            floor = max(floor, min(natural[i], _COMFORT))
+        cut = min(excess, max(widths[i] - floor, 0))
+        widths[i] -= cut
+        excess -= cut
+    return widths, excess
+
+
+def _row(
+    cells: Sequence[str],
+    keep: Sequence[int],
+    widths: Sequence[int],
+    columns: Sequence[Column],
+    status_col: Optional[int],
+    color: bool,
+) -> str:
+    out = []
+    last = len(keep) - 1
+    for n, (i, cell) in enumerate(zip(keep, cells)):
+        text = _fmt.fit(cell, widths[i])
+        padded = text if n == last else _fmt.pad(text, widths[i], columns[i].right)
+        if color and i == status_col:
+            # Painted after padding, so the colour codes take no width.
+            padded = _fmt.paint(text, text, True) + padded[len(text) :]
+        out.append(padded)
+    return _GAP.join(out).rstrip()
+
+
+def _fit_painted(line: str, width: int) -> str:
+    if "\x1b[" not in line:
+        return _fmt.fit(line, width)
+    return line  # painted lines come from a status column that already fits
 
 
 # --- orch status ---------------------------------------------------------------------------
 
 
+_STATUS_COLUMNS = (
+    Column("TASK", shrink_to=12),
+    Column("STATUS"),
+    Column("ATTEMPTS", right=True, drop=4),
+    Column("DURATION", right=True, drop=3),
+    Column("RESULT", drop=2),
+    Column("NOTE", shrink_to=12, drop=1),
+)
+
+
 def render_status(
-    state: State, owner_alive: bool, color: bool, *, now: Optional[datetime] = None
+    state: State,
+    owner_alive: bool,
+    color: bool,
+    *,
+    now: Optional[datetime] = None,
+    width: Optional[int] = None,
 ) -> str:
-    """`orch status`: a run header, then one aligned line per task. Ends with a newline."""
+    """`orch status`: a run header, then one aligned line per task. Ends with a newline.
+
+    ``width``: columns to fit in (None: the terminal's when stdout is one; 0: no limit). A
+    task's DURATION is the time its attempts ran, not counting waits between them.
+    """
+    limit = _auto_width(width)
     status = effective_status(state, owner_alive)
-    interrupted = status == _INTERRUPTED
-    tasks = _tasks(state)
-    duration, qualifier = _run_duration(state, status, owner_alive, now)
+    interrupted = status == INTERRUPTED
+    tasks = tasks_of(state)
+    duration, qualifier = run_duration(state, status, owner_alive, now)
     header = [
         ("run", str(state.get("run_id", "-"))),
-        ("status", _paint(status, status, color)),
-        ("goal", _one_line(state["goal"], 200) if state.get("goal") else "-"),
+        ("status", status),
+        ("goal", _fmt.one_line(state["goal"], 200) if state.get("goal") else "-"),
         ("created", format_timestamp(state.get("created_at"))),
         ("started", format_timestamp(state.get("started_at"))),
         ("ended", format_timestamp(state.get("ended_at"))),
         ("duration", format_duration(duration) + (qualifier if duration is not None else "")),
         ("workdir", str(state.get("workdir", "-"))),
-        ("tasks", _count_summary(_display_counts(state, interrupted))),
+        ("tasks", count_summary(display_counts(state, interrupted))),
     ]
-    lines = [f"{key + ':':<10}{value}" for key, value in header]
+    spent = format_cost(state.get("metrics"))
+    if spent:
+        header.append(("cost", spent))
+    if int(state.get("plan_version") or 1) > 1:
+        header.append(("plan", f"version {state.get('plan_version')} (resume --plan)"))
+    lines = []
+    for key, value in header:
+        line = f"{key + ':':<10}{value}"
+        if limit is not None:
+            line = _fmt.fit(line, limit)
+        if key == "status":
+            line = line.replace(value, _fmt.paint(value, value, color), 1)
+        lines.append(line)
+    memo: Dict[str, Optional[str]] = {}
     rows = []
     for task_id, task in tasks.items():
+        seconds, _ = task_run_time(task, owner_alive, now)
         rows.append(
             (
-                str(task_id),
+                _fmt.one_line(task_id),
                 _task_display_status(task, interrupted),
                 str(task.get("attempts", 0)),
-                format_duration(_task_duration(task, owner_alive, now)),
-                _outcome(task),
-                _reason(task, tasks),
+                format_duration(seconds),
+                outcome(task),
+                reason(task_id, tasks, memo),
             )
         )
-    header_row = ("TASK", "STATUS", "ATTEMPTS", "DURATION", "RESULT", "NOTE")
     lines.append("")
-    lines.extend(_table(header_row, rows, right=(2, 3), status_col=1, color=color))
+    lines.extend(fit_table(_STATUS_COLUMNS, rows, limit, status_col=1, color=color))
     return "\n".join(lines) + "\n"
 
 
 # --- orch list -----------------------------------------------------------------------------
 
 
-def render_list(states: Sequence[Tuple[State, bool]], *, now: Optional[datetime] = None) -> str:
+_LIST_COLUMNS = (
+    Column("RUN ID"),
+    Column("STATUS"),
+    Column("START", drop=4),
+    Column("DURATION", right=True, drop=3),
+    Column("TASKS", drop=2),
+    Column("COST", right=True, drop=5),
+    Column("GOAL", shrink_to=10, drop=1),
+)
+
+
+def render_list(
+    states: Sequence[Tuple[State, bool]],
+    *,
+    now: Optional[datetime] = None,
+    width: Optional[int] = None,
+) -> str:
     """`orch list`: one line per run in the order given (the caller sorts, newest first).
 
-    The goal comes last: it is free text (any script, any width), so nothing is aligned after it.
+    The goal comes last: it is free text (any script, any width), so nothing is aligned after
+    it, and it is what gets cut first to fit ``width`` (as for render_status).
     """
     if not states:
         return "no runs\n"
     rows = []
     for state, alive in states:
         status = effective_status(state, alive)
-        duration, _ = _run_duration(state, status, alive, now)
+        duration, _ = run_duration(state, status, alive, now)
         rows.append(
             (
                 str(state.get("run_id", "-")),
                 status,
-                _short_timestamp(state.get("started_at") or state.get("created_at")),
+                _fmt.local_time(state.get("started_at") or state.get("created_at"), _SHORT),
                 format_duration(duration),
-                _count_summary(_display_counts(state, status == _INTERRUPTED)),
-                _one_line(state["goal"], _GOAL_MAX) if state.get("goal") else "",
+                count_summary(display_counts(state, status == INTERRUPTED)),
+                _short_cost(state.get("metrics")),
+                _fmt.one_line(state["goal"], _GOAL_MAX) if state.get("goal") else "",
             )
         )
-    header = ("RUN ID", "STATUS", "START", "DURATION", "TASKS", "GOAL")
-    return "\n".join(_table(header, rows, right=(3,))) + "\n"
+    columns: Sequence[Column] = _LIST_COLUMNS
+    if all(row[5] == "-" for row in rows):
+        # No run reported a cost: no column of dashes.
+        columns = [c for c in _LIST_COLUMNS if c.title != "COST"]
+        rows = [row[:5] + row[6:] for row in rows]  # type: ignore[misc]
+    return "\n".join(fit_table(columns, rows, _auto_width(width))) + "\n"
+
+
+_SHORT = "%Y-%m-%d %H:%M:%S"
 
 
 def list_entry_json(
@@ -362,9 +521,9 @@ def list_entry_json(
 ) -> Dict[str, Any]:
     """One run of `orch list --json`. ``counts`` has every task status, as stored."""
     status = effective_status(state, owner_alive)
-    duration, _ = _run_duration(state, status, owner_alive, now)
-    counts = {name: 0 for name in _TASK_STATUSES}
-    for task in _tasks(state).values():
+    duration, _ = run_duration(state, status, owner_alive, now)
+    counts = {name: 0 for name in TASK_STATUSES}
+    for task in tasks_of(state).values():
         name = str(task.get("status") or "PENDING")
         counts[name] = counts.get(name, 0) + 1
     return {
@@ -378,366 +537,31 @@ def list_entry_json(
         "duration_sec": round(duration, 3) if duration is not None else None,
         "tasks": sum(counts.values()),
         "counts": counts,
+        "metrics": state.get("metrics") or {},
+        "sessions": len(state.get("sessions") or []),
     }
 
 
-# --- Markdown helpers ------------------------------------------------------------------------
-
-
-def _md(text: Any) -> str:
-    """Free text inside a paragraph, list item or table cell: literal, on one line."""
-    escaped = _MD_SPECIAL.sub(r"\\\1", str(text))
-    return escaped.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
-
-
-def _code(text: Any, in_table: bool = True) -> str:
-    """An inline code span that survives backticks, newlines and (in a table) pipes."""
-    body = " ".join(str(text).splitlines()) if text is not None else ""
-    runs = _BACKTICKS.findall(body)
-    ticks = "`" * (max(map(len, runs)) + 1 if runs else 1)
-    if body.startswith(("`", " ")) or body.endswith(("`", " ")):
-        body = f" {body} "
-    if in_table:
-        # GFM splits table cells before it parses code spans: an escaped pipe is the only way.
-        body = body.replace("|", "\\|")
-    return f"{ticks}{body}{ticks}"
-
-
-def _fenced(lines: Sequence[str], info: str = "") -> List[str]:
-    """A fenced block whose fence is longer than any backtick run inside it."""
-    longest = 0
-    for line in lines:
-        for run in _BACKTICKS.findall(line):
-            longest = max(longest, len(run))
-    fence = "`" * max(3, longest + 1)
-    return [fence + info, *lines, fence]
-
-
-def _md_table(header: Sequence[str], align: str, rows: Iterable[Sequence[str]]) -> List[str]:
-    """``align`` holds one letter per column: ``l`` or ``r``."""
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    lines.extend("| " + " | ".join(row) + " |" for row in rows)
-    return lines
-
-
-def _rel_to_run(path: Any, run_dir: Any) -> str:
-    text = str(path)
-    prefix = str(run_dir).rstrip("/") + "/" if run_dir else None
-    return text[len(prefix) :] if prefix and text.startswith(prefix) else text
-
-
-def _size(n: Any) -> str:
-    if not _is_int(n):
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # unreachable: GiB ends the loop
-
-
-def _yes_no(value: Any) -> str:
-    return "yes" if value else "no"
-
-
-# --- final_report.md -----------------------------------------------------------------------
-
-
-def render_final_report(state: State, stderr_tail: StderrTail) -> str:
-    """report/final_report.md: overview, tasks, failures (with stderr tails), skipped and
-    canceled tasks, artifacts, and Mermaid charts of the DAG and of the attempts.
-
-    ``stderr_tail(task_id, 50)`` returns the last lines of a task's stderr log; it is called
-    once per FAILED task and may raise OSError (the report then says the log is unreadable).
-    """
-    tasks = _tasks(state)
-    sections = [
-        _report_overview(state),
-        _report_tasks(state),
-        _report_failures(state, stderr_tail),
-        _report_not_run(tasks),
-        _report_artifacts(tasks),
-        _report_graph(state),
-        _report_timeline(state),
-    ]
-    return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
-
-
-def _report_overview(state: State) -> List[str]:
-    status = str(state.get("status") or "PENDING")
-    duration, qualifier = _run_duration(state, status, False, None)
-    items = [
-        ("Goal", _md(state["goal"]) if state.get("goal") else "-"),
-        ("Status", f"**{status}**"),
-        ("Tasks", _count_summary(_display_counts(state, False))),
-        ("Created", format_timestamp(state.get("created_at"))),
-        ("Started", format_timestamp(state.get("started_at"))),
-        ("Ended", format_timestamp(state.get("ended_at"))),
-        ("Wall time", format_duration(duration) + (qualifier if duration is not None else "")),
-        ("Max parallel", _md(state.get("max_parallel", "-"))),
-        ("Fail fast", _yes_no(state.get("fail_fast"))),
-        ("Workdir", _code(state.get("workdir", "-"), in_table=False)),
-        ("Plan", _code(state.get("plan_path", "-"), in_table=False)),
-        ("Run directory", _code(state.get("run_dir", "-"), in_table=False)),
-    ]
-    if state.get("artifacts_dir"):
-        items.append(("Artifacts dir", _code(state["artifacts_dir"], in_table=False)))
-    lines = [f"# Run {_code(state.get('run_id', '-'), in_table=False)}", ""]
-    lines.extend(f"- **{key}:** {value}" for key, value in items)
-    return lines
-
-
-def _report_tasks(state: State) -> List[str]:
-    run_dir = state.get("run_dir")
-    rows = []
-    for task_id, task in _tasks(state).items():
-        # A task that never started has no logs: do not point at files that do not exist.
-        logs = [
-            _code(_rel_to_run(task[k], run_dir))
-            for k in ("stdout_path", "stderr_path")
-            if task.get(k) and task.get("attempts")
-        ]
-        rows.append(
-            (
-                _code(task_id),
-                str(task.get("status") or "PENDING"),
-                str(task.get("attempts", 0)),
-                format_duration(_task_duration(task, False, None)),
-                _exit_cell(task),
-                _yes_no(task.get("timed_out")),
-                "<br>".join(logs) or "-",
-            )
-        )
-    header = ("Task", "Status", "Attempts", "Duration", "Exit code", "Timed out", "Logs")
-    return ["## Tasks", "", *_md_table(header, "llrrrll", rows)]
-
-
-def _exit_cell(task: Mapping[str, Any]) -> str:
-    sig = task.get("signal")
-    if _is_int(sig) and sig:
-        return _signal_name(sig)
-    code = task.get("exit_code")
-    return str(code) if _is_int(code) else "-"
-
-
-def _report_failures(state: State, stderr_tail: StderrTail) -> List[str]:
-    failed = [(tid, t) for tid, t in _tasks(state).items() if t.get("status") == "FAILED"]
-    if not failed:
-        return []
-    lines = ["## Failures"]
-    for task_id, task in failed:
-        lines.extend(["", f"### {_code(task_id, in_table=False)}", ""])
-        lines.append(f"- **Result:** {_md(_outcome(task))}")
-        if task.get("error"):
-            lines.append(f"- **Error:** {_md(task['error'])}")
-        lines.append(f"- **Attempts:** {_md(task.get('attempts', 0))}")
-        if task.get("cmd"):
-            lines.append(f"- **Command:** {_code(_join_cmd(task['cmd']), in_table=False)}")
-        history = task.get("history") or []
-        if len(history) > 1:
-            lines.extend(["", *_attempts_table(history)])
-        lines.extend(["", *_stderr_block(task_id, task, state.get("run_dir"), stderr_tail)])
-    return lines
-
-
-def _join_cmd(cmd: Any) -> str:
-    if isinstance(cmd, (list, tuple)):
-        return " ".join(shlex.quote(str(arg)) for arg in cmd)
-    return str(cmd)
-
-
-def _attempts_table(history: Sequence[Mapping[str, Any]]) -> List[str]:
-    rows = []
-    for entry in history:
-        duration = entry.get("duration_sec")
-        rows.append(
-            (
-                _md(entry.get("attempt", "-")),
-                format_timestamp(entry.get("started_at")),
-                format_duration(duration if isinstance(duration, (int, float)) else None),
-                _md(_attempt_result(entry)),
-                _md(_one_line(entry["error"])) if entry.get("error") else "-",
-            )
-        )
-    return _md_table(("Attempt", "Started", "Duration", "Result", "Error"), "rlrll", rows)
-
-
-def _attempt_result(entry: Mapping[str, Any]) -> str:
-    if entry.get("canceled"):
-        return "canceled"
-    if entry.get("ended_at") is None and entry.get("exit_code") is None and not entry.get("signal"):
-        return "did not finish"
-    return _outcome(entry)
-
-
-def _stderr_block(
-    task_id: str, task: Mapping[str, Any], run_dir: Any, stderr_tail: StderrTail
-) -> List[str]:
-    where = _code(_rel_to_run(task.get("stderr_path", "stderr"), run_dir), in_table=False)
-    try:
-        tail = [_log_line(line) for line in stderr_tail(task_id, _TAIL_LINES)]
-    except OSError as err:
-        return [f"Stderr ({where}) could not be read: {_md(err.strerror or err)}"]
-    if not tail:
-        return [f"Stderr ({where}) is empty."]
-    noun = "line" if len(tail) == 1 else "lines"
-    return [f"Last {len(tail)} {noun} of stderr ({where}):", "", *_fenced(tail, "text")]
-
-
-def _log_line(line: Any) -> str:
-    if isinstance(line, bytes):
-        line = line.decode("utf-8", "replace")
-    # Colour codes of the tools (pytest, compilers) are noise in a Markdown file.
-    return _ANSI.sub("", str(line).rstrip("\r\n")).translate(_LOG_CONTROLS)
-
-
-def _report_not_run(tasks: Mapping[str, Mapping[str, Any]]) -> List[str]:
-    rows = []
-    for task_id, task in tasks.items():
-        status = task.get("status")
-        if status not in ("SKIPPED", "CANCELED"):
-            continue
-        blocking = (
-            _unsuccessful_deps(task, tasks)
-            if task.get("skip_reason") == "dependency_not_success"
-            else []
-        )
-        reason = _code(task["skip_reason"]) if task.get("skip_reason") else "-"
-        if status == "CANCELED" and not task.get("skip_reason"):
-            reason = "canceled"
-        if task.get("error"):
-            reason = f"{reason}; {_md(_one_line(task['error']))}"
-        rows.append((_code(task_id), str(status), reason, ", ".join(map(_code, blocking)) or "-"))
-    if not rows:
-        return []
-    return [
-        "## Skipped and canceled",
-        "",
-        *_md_table(("Task", "Status", "Reason", "Blocked by"), "llll", rows),
-    ]
-
-
-def _report_artifacts(tasks: Mapping[str, Mapping[str, Any]]) -> List[str]:
-    lines = ["## Artifacts"]
-    for task_id, task in tasks.items():
-        artifacts = task.get("artifacts") or []
-        missing = task.get("missing_outputs") or []
-        errors = task.get("artifact_errors") or []
-        if not (artifacts or missing or errors):
-            continue
-        lines.extend(["", f"### {_code(task_id, in_table=False)}"])
-        if artifacts:
-            rows = [
-                (
-                    _code(a.get("path", "?")),
-                    _size(a.get("size")),
-                    _code(str(a.get("sha256") or "-")[:12]),
-                )
-                for a in artifacts
-            ]
-            lines.extend(["", *_md_table(("Path", "Size", "SHA-256"), "lrl", rows)])
-        if missing:
-            patterns = ", ".join(_code(p, in_table=False) for p in missing)
-            lines.extend(["", f"Missing outputs (no match): {patterns}"])
-        if errors:
-            lines.extend(["", "Artifact errors:", ""])
-            lines.extend(f"- {_md(e)}" for e in errors)
-    if len(lines) == 1:
-        lines.extend(["", "No task declared outputs that produced artifacts."])
-    return lines
-
-
-def _report_graph(state: State) -> List[str]:
-    lines = ["## Graph", ""]
-    text, edges = _flowchart_lines(_tasks(state))
-    if edges > _MERMAID_MAX_EDGES or _length(text) > _MERMAID_MAX_TEXT:
-        command = _code(f"orch graph {state.get('run_id', 'RUN_ID')}", in_table=False)
-        lines.append(
-            f"Graph omitted: {len(_tasks(state))} tasks and {edges} dependencies are more than "
-            f"Mermaid renders; {command} prints it."
-        )
-        return lines
-    return [*lines, *_fenced(text, "mermaid")]
-
-
-def _report_timeline(state: State) -> List[str]:
-    lines = ["## Timeline", ""]
-    text, bars = _gantt_lines(state)
-    if bars == 0:
-        return [*lines, "No attempt was started."]
-    if _length(text) > _MERMAID_MAX_TEXT:
-        return [*lines, f"Timeline omitted: {bars} attempts are more than Mermaid renders."]
-    lines.append("One bar per attempt: failed ones are marked critical, running ones active.")
-    return [*lines, "", *_fenced(text, "mermaid")]
-
-
-def _length(lines: Sequence[str]) -> int:
-    return sum(len(line) + 1 for line in lines)
-
-
-# --- Mermaid -------------------------------------------------------------------------------
-
-
-def mermaid_flowchart(state: State) -> str:
-    """The DAG as a Mermaid flowchart, one class (colour) per task status."""
-    return "\n".join(_flowchart_lines(_tasks(state))[0]) + "\n"
-
-
-def mermaid_gantt(state: State) -> str:
-    """Every attempt on a time axis: a section per task, failed attempts marked ``crit``."""
-    return "\n".join(_gantt_lines(state)[0]) + "\n"
-
-
-def _flowchart_lines(tasks: Mapping[str, Mapping[str, Any]]) -> Tuple[List[str], int]:
-    """The same drawing as `orch graph RUN_ID`, from the state alone."""
-    nodes = [(task_id, task.get("depends_on") or ()) for task_id, task in tasks.items()]
-    statuses = {task_id: str(task.get("status") or "PENDING") for task_id, task in tasks.items()}
-    return graph.mermaid_flowchart(nodes, statuses)
-
-
-def _epoch_ms(value: Any) -> Optional[int]:
-    moment = _parse_time(value)
-    if moment is None:
-        return None
-    return round(moment.timestamp() * 1000)
-
-
-def _gantt_tag(entry: Mapping[str, Any], running: bool) -> str:
-    if running:
-        return "active, "
-    if entry.get("canceled"):
+def format_cost(numbers: Any) -> str:
+    """``$0.0612 (1200 in, 345 out tokens)`` from a metrics object; "" when there is none."""
+    if not isinstance(numbers, dict) or not numbers:
         return ""
-    failed = (
-        entry.get("timed_out")
-        or entry.get("error")
-        or entry.get("signal")
-        or entry.get("exit_code") != 0
-    )
-    return "crit, " if failed else "done, "
+    parts = []
+    cost = numbers.get("cost_usd")
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        parts.append(f"${cost:.4f}")
+    tokens = [
+        f"{int(numbers[key])} {label}"
+        for key, label in (("input_tokens", "in"), ("output_tokens", "out"))
+        if isinstance(numbers.get(key), (int, float)) and not isinstance(numbers.get(key), bool)
+    ]
+    if tokens:
+        parts.append(f"({', '.join(tokens)} tokens)" if parts else f"{', '.join(tokens)} tokens")
+    return " ".join(parts)
 
 
-def _gantt_lines(state: State) -> Tuple[List[str], int]:
-    lines = ["gantt", "    dateFormat x", "    axisFormat %H:%M:%S", "    todayMarker off"]
-    fallback_end = _epoch_ms(state.get("updated_at"))
-    bars = 0
-    for task_id, task in _tasks(state).items():
-        section: List[str] = []
-        for entry in task.get("history") or ():
-            start = _epoch_ms(entry.get("started_at"))
-            if start is None:
-                continue
-            end = _epoch_ms(entry.get("ended_at"))
-            running = end is None
-            end = max(end if end is not None else (fallback_end or start), start)
-            tag = _gantt_tag(entry, running)
-            # Bar names stay fixed text: a task name may not hold ':' or '#', nor start
-            # with a keyword (title, section, click, ...).
-            section.append(f"    attempt {entry.get('attempt', '?')} :{tag}a{bars}, {start}, {end}")
-            bars += 1
-        if section:
-            # Older Mermaid ends a section name at ':', '#' or ';'; ids never hold them anyway.
-            lines.append(f"    section {_GANTT_UNSAFE.sub('_', str(task_id))}")
-            lines.extend(section)
-    return lines, bars
+def _short_cost(numbers: Any) -> str:
+    cost = numbers.get("cost_usd") if isinstance(numbers, dict) else None
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        return f"${cost:.2f}"
+    return "-"

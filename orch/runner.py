@@ -72,6 +72,7 @@ class Started:
     started_at: float
     stdout_offset: int
     stderr_offset: int
+    job_id: Optional[str] = None  # a batch system's handle on the attempt (Slurm's job id)
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,11 @@ class AttemptResult:
     stdout_offset: int
     stderr_offset: int
     timed_out_by: Optional[str] = None
+    job_id: Optional[str] = None  # the batch job that ran the command; None if it never ran
 
     @property
     def start_error(self) -> bool:
-        return self.pid is None and self.error is not None
+        return self.pid is None and self.job_id is None and self.error is not None
 
 
 class Runner(Protocol):
@@ -118,6 +120,10 @@ class Runner(Protocol):
 
     def close(self) -> None:
         """Kill whatever still runs and release the runner's resources."""
+
+    def adopt(self, spec: AttemptSpec, started: Started) -> None:
+        """Take over an attempt an earlier (crashed) orch started, as recorded in ``started``;
+        ``wait`` reports its end like any other. A runner that cannot reports it failed."""
 
 
 def failed_result(
@@ -469,6 +475,12 @@ class LocalRunner:
 
     def running(self) -> int:
         return len(self._procs)
+
+    def adopt(self, spec: AttemptSpec, started: Started) -> None:
+        # A process is watched only by its parent: a dead orch's children cannot be taken over.
+        error = "interrupted: the local runner cannot take over an earlier orch's process"
+        offsets = (started.stdout_offset, started.stderr_offset)
+        self._done.append((spec.task_id, failed_result(error, started.started_at, offsets)))
 
     def wait(self, timeout: float) -> List[Tuple[str, AttemptResult]]:
         if self._done:

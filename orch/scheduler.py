@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from orch import artifacts, logs, policy
+from orch import artifacts, logs, metrics, policy, workspace
 from orch.graph import Outcome, Readiness
 from orch.layout import RunLayout
 from orch.model import Plan, RunStatus, SkipReason, Task, TaskStatus
@@ -77,12 +77,17 @@ def run_outcome(state: RunState, canceled: bool) -> RunStatus:
     return RunStatus.SUCCESS
 
 
+# What a worker does after an attempt: its worktree commit (task fields to record, None
+# without a worktree), then its outputs (None without `outputs`).
+_AfterAttempt = Tuple[Optional[artifacts.Collected], Optional[Dict[str, Any]]]
+
+
 class _Collected:
-    """An attempt whose outputs are being collected in a worker thread."""
+    """An attempt whose worktree is being committed and outputs collected in a worker."""
 
     __slots__ = ("future", "result")
 
-    def __init__(self, result: AttemptResult, future: Future[artifacts.Collected]) -> None:
+    def __init__(self, result: AttemptResult, future: Future[_AfterAttempt]) -> None:
         self.result = result
         self.future = future
 
@@ -104,6 +109,7 @@ class Scheduler:
         grace_sec: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        adopted: Optional[Set[str]] = None,
     ) -> None:
         self._plan = plan
         self._store = store
@@ -130,9 +136,21 @@ class Scheduler:
         self._pool_use: Dict[str, int] = {}
         self._collecting: Dict[str, _Collected] = {}
         self._collector: Optional[ThreadPoolExecutor] = None
+        # workspace: worktree. A task's worktree is made ready (created or adopted) in a
+        # worker at its first start of the session, holding its slot meanwhile.
+        self._preparing: Dict[str, Future[workspace.Prepared]] = {}
+        self._worktrees: Dict[str, workspace.Prepared] = {}  # ready ones: their cwd inside
+        self._worktree_refused: Dict[str, str] = {}  # could not be prepared: why
+        self._worktree_lock = workspace.WorktreeLock()
         self._execution_attempts: Dict[str, int] = {}
         self._execution_started: Dict[str, float] = {}
         self._last_attempt: Dict[str, int] = {}
+        self._released: List[Tuple[str, int]] = []  # (task, attempts) out of backoff this round
+        # Attempts a crashed session left running (Slurm jobs), taken over at _prepare. Their
+        # task is also in Readiness's ready set (its dependencies ended long ago): that entry
+        # is dropped once, when popped (_stale_ready).
+        self._adopted = set(adopted or ())
+        self._stale_ready: Set[str] = set()
         self._canceling = False
         self._killed = False
         self._stop_new = False
@@ -153,13 +171,19 @@ class Scheduler:
 
     def run(self) -> RunStatus:
         self._prepare()
-        self._progress.run_started(self._store.run_id, len(self._plan.tasks), self._done)
+        self._progress.run_started(
+            self._store.run_id, len(self._plan.tasks), self._done, state=self._state
+        )
+        for task in self._plan.tasks:
+            if task.id in self._adopted:
+                self._adopt(task)
         next_tick = self._clock() + _TICK_SEC
         try:
             while self._readiness.has_ready() or self._backoff or self._running:
                 self._check_stop()
                 self._release_due_backoffs()
                 self._start_ready()
+                self._report_released_waits()
                 # Group commit: records are written every round but fsynced only before
                 # something acts on them (a dependent or a retry starts: _start_ready; the
                 # run's outcome: the engine). Start records serve the recovery from orch's
@@ -169,6 +193,7 @@ class Scheduler:
                 self._store.flush(sync=False)
                 if self._clock() >= next_tick:
                     self._check_run_dir()
+                    self._report_pool_waits()
                     self._progress.tick()
                     next_tick = self._clock() + _TICK_SEC
         except BaseException:
@@ -187,7 +212,7 @@ class Scheduler:
         timeout = _CANCEL_FILE_POLL_SEC
         if self._backoff:
             timeout = min(timeout, max(0.0, self._backoff[0][0] - self._clock()))
-        if self._collecting:
+        if self._collecting or self._preparing:
             timeout = min(timeout, _COLLECT_POLL_SEC)
         return timeout
 
@@ -196,7 +221,12 @@ class Scheduler:
             self._attempt_ended(task_id, result)
         for task_id in [t for t, c in self._collecting.items() if c.future.done()]:
             collected = self._collecting.pop(task_id)
-            self._reap(task_id, collected.result, _collection(collected.future))
+            outputs, worktree_fields = _collection(collected.future)
+            if worktree_fields:
+                self._store.update_task(task_id, worktree_fields)
+            self._reap(task_id, collected.result, outputs)
+        for task_id in [t for t, f in self._preparing.items() if f.done()]:
+            self._worktree_ready(task_id, self._preparing.pop(task_id))
 
     def _check_stop(self) -> None:
         now = self._clock()
@@ -208,6 +238,7 @@ class Scheduler:
             self._begin_cancel()
         if self._stop.count >= 2 and not self._killed:
             self._killed = True  # a second Ctrl-C: no grace period for anyone
+            self._progress.run_killing(len(self._running))
             self._runner.kill_all()
 
     def _check_run_dir(self) -> None:
@@ -222,17 +253,47 @@ class Scheduler:
     def _prepare(self) -> None:
         """Reset the selected tasks to PENDING and find the ones that can start at once."""
         tasks = self._state["tasks"]
+        try:
+            os.mkdir(self._layout.metrics_dir, 0o700)  # a run made before metrics existed
+        except FileExistsError:
+            pass
         for task in self._plan.tasks:
             entry = tasks[task.id]
             if task.id not in self._selected:
                 if entry["status"] == TaskStatus.SUCCESS.value:
                     self._done += 1
                 continue
+            if task.id in self._adopted:
+                continue  # stays RUNNING, its attempt open: it is taken over below
             if entry["status"] != TaskStatus.PENDING.value or entry["attempts"]:
                 self._store.update_task(task.id, _pending_fields())
         for task_id, reason in self._readiness.start():
             self._mark_skipped(task_id, SkipReason(reason))
         self._store.flush()
+
+    def _adopt(self, task: Task) -> None:
+        """Take over the task's open attempt (still running, or ended while no orch watched:
+        the runner reports which). It is the first attempt of this execution."""
+        entry = self._state["tasks"][task.id]
+        last = entry["history"][-1]
+        number = int(last.get("attempt") or entry["attempts"])
+        started = Started(
+            pid=None,
+            identity=None,
+            started_at=_epoch(last.get("started_at")),
+            stdout_offset=int(last.get("stdout_offset") or 0),
+            stderr_offset=int(last.get("stderr_offset") or 0),
+            job_id=last.get("job_id"),
+        )
+        self._execution_attempts[task.id] = 1
+        self._last_attempt[task.id] = number + task.retries
+        self._execution_started[task.id] = _epoch(entry.get("started_at") or None)
+        self._running.add(task.id)
+        if task.pool is not None:
+            self._pool_use[task.pool] = self._pool_use.get(task.pool, 0) + 1
+        self._stale_ready.add(task.id)
+        self._runner.adopt(self._spec(task, number), started)
+        self._progress.task_started(task.id, number, self._last_attempt[task.id])
 
     # ------------------------------------------------------------------ starting
 
@@ -247,6 +308,9 @@ class Scheduler:
             task_id = self._readiness.pop_ready(self._pool_free)
             if task_id is None:
                 return
+            if task_id in self._stale_ready:
+                self._stale_ready.discard(task_id)  # adopted: it runs already
+                continue
             task = self._tasks[task_id]
             if task.depends_on or task_id in self._execution_attempts:
                 self._store.flush()  # the outcomes this start acts on are durable first
@@ -257,27 +321,62 @@ class Scheduler:
         while self._backoff and self._backoff[0][0] <= now:
             _, _, task_id = heapq.heappop(self._backoff)
             self._readiness.requeue(task_id)
+            self._released.append((task_id, self._state["tasks"][task_id]["attempts"]))
+
+    def _report_released_waits(self) -> None:
+        """A retry whose backoff is over but that found no free slot or pool waits on: say
+        so, or the progress would count down to "retry in 0.0s" and stay there."""
+        for task_id, attempts in self._released:
+            if self._state["tasks"][task_id]["attempts"] == attempts:  # it did not start
+                pool = self._tasks[task_id].pool
+                why = "a slot" if self._pool_free(pool) else f"pool {pool}"
+                self._progress.task_waiting(task_id, why)
+        self._released.clear()
+
+    def _report_pool_waits(self) -> None:
+        # Once per tick, not per round: the held tasks of a big pool can be many.
+        for task_id in self._readiness.waiting_for_pool(self._pool_free):
+            self._progress.task_waiting(task_id, f"pool {self._tasks[task_id].pool}")
 
     def _start(self, task: Task) -> None:
+        if task.workspace is not None and not self._worktree_usable(task.id):
+            self._prepare_worktree(task)
+            return
         entry = self._state["tasks"][task.id]
         number = entry["attempts"] + 1
         in_execution = self._execution_attempts.get(task.id, 0) + 1
         self._execution_attempts[task.id] = in_execution
         spec = self._spec(task, number)
         started: Any
+        # Before the start: what the attempt appends from here on is its own.
+        grown = _file_size(self._layout.metrics(task.id))
         try:
             self._write_context(task, number, spec.env["ORCH_CONTEXT"])
         except OSError as err:
             started = failed_result(f"cannot write the task context: {err.strerror or err}")
         else:
-            started = self._runner.start(spec)
+            refused = self._worktree_refused.pop(task.id, None)
+            started = failed_result(refused) if refused else self._runner.start(spec)
         fields: Dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": number}
+        job_id = getattr(started, "job_id", None)
+        if job_id is not None:
+            fields["job_id"] = job_id
         if in_execution == 1:
             self._last_attempt[task.id] = number + task.retries
             self._execution_started[task.id] = started.started_at
             fields["started_at"] = _iso(started.started_at)
         self._store.update_task(task.id, fields)
-        self._store.add_attempt(task.id, _attempt_entry(number, started))
+        attempt = _attempt_entry(number, started)
+        if grown:
+            attempt["metrics_offset"] = grown  # earlier attempts' lines are theirs
+        plan_version = self._state.get("plan_version")
+        if plan_version:
+            attempt["plan_version"] = plan_version  # only after a `resume --plan` edit
+        self._store.add_attempt(task.id, attempt)
+        if job_id is not None:
+            # A batch job outlives orch: its id is written (page cache, which survives orch's
+            # death) before anything else happens, so a resume can adopt it by that record.
+            self._store.flush(sync=False)
         self._running.add(task.id)
         if task.pool is not None:
             self._pool_use[task.pool] = self._pool_use.get(task.pool, 0) + 1
@@ -317,11 +416,16 @@ class Scheduler:
     def _spec(self, task: Task, number: int) -> AttemptSpec:
         entry = self._state["tasks"][task.id]
         env = dict(self._base_env)
+        if task.id in self._worktrees:
+            # An inherited GIT_DIR (and the like) would point the agent's git at the user's
+            # repository instead of its worktree.
+            workspace.scrub_git_env(env)
         env.update(task.env)
         # orch's own variables last: a plan cannot hide an attempt from crash recovery.
         env.update(self._orch_env)
         env["ORCH_TASK_ID"] = task.id
         env["ORCH_ATTEMPT"] = str(number)
+        env["ORCH_METRICS"] = self._layout.metrics(task.id)
         env["ORCH_CONTEXT"] = (
             self._layout.context(task.id) if task.depends_on else self._layout.run_context
         )
@@ -329,7 +433,7 @@ class Scheduler:
             task_id=task.id,
             attempt=number,
             argv=task.cmd,
-            cwd=os.path.join(self._state["workdir"], task.cwd),
+            cwd=self._task_cwd(task),
             env=env,
             stdout_path=entry.get("stdout_path") or self._layout.stdout_log(task.id),
             stderr_path=entry.get("stderr_path") or self._layout.stderr_log(task.id),
@@ -342,24 +446,96 @@ class Scheduler:
 
     def _attempt_ended(self, task_id: str, result: AttemptResult) -> None:
         task = self._tasks[task_id]
-        if not task.outputs:
+        worktree = self._worktrees.get(task_id)
+        if worktree is None and task.workspace is not None and task_id in self._adopted:
+            # An attempt taken over from an earlier session (_adopt): its recorded worktree.
+            worktree = workspace.recorded(task, self._state, self._store.run_dir)
+        if not task.outputs and worktree is None:
             self._reap(task_id, result, None)
             return
+        number = self._state["tasks"][task_id]["attempts"]
+        cwd = self._task_cwd(task)
+        future = self._workers().submit(self._after_attempt, task, number, worktree, cwd)
+        self._collecting[task_id] = _Collected(result, future)
+
+    def _workers(self) -> ThreadPoolExecutor:
         if self._collector is None:
             self._collector = ThreadPoolExecutor(2, thread_name_prefix="orch-collect")
-        cwd = os.path.join(self._state["workdir"], task.cwd)
-        future = self._collector.submit(
-            artifacts.collect_outputs,
+        return self._collector
+
+    def _after_attempt(
+        self, task: Task, number: int, worktree: Optional[workspace.Prepared], cwd: str
+    ) -> _AfterAttempt:
+        """In a worker: commit what the attempt left in its worktree, then collect its
+        outputs (from the worktree, so they are what was committed)."""
+        fields = None
+        if worktree is not None:
+            fields = workspace.commit_attempt(worktree.target, number)
+        if not task.outputs:
+            return None, fields
+        runs = os.path.join(self._state["home"], "runs")
+        collected = artifacts.collect_outputs(
             task.outputs,
             cwd,
             self._layout.artifacts,
             self._state.get("artifacts_dir"),
-            task_id,
+            task.id,
             workdir=self._state["workdir"],
-            # Never collect orch's own run directories (a `**` over a workdir holding the home).
-            exclude=[os.path.join(self._state["home"], "runs")],
+            # Never collect orch's own run directories (a `**` over a workdir holding the
+            # home), unless the cwd is a worktree, which lives in one.
+            exclude=[] if worktree is not None else [runs],
         )
-        self._collecting[task_id] = _Collected(result, future)
+        return collected, fields
+
+    # ------------------------------------------------------------------ worktrees
+
+    def _task_cwd(self, task: Task) -> str:
+        worktree = self._worktrees.get(task.id)
+        if worktree is not None and worktree.cwd is not None:
+            return worktree.cwd  # the same relative cwd, inside the task's worktree
+        return os.path.join(self._state["workdir"], task.cwd)
+
+    def _worktree_usable(self, task_id: str) -> bool:
+        if task_id in self._worktree_refused:
+            return True  # the attempt fails at once, saying why
+        worktree = self._worktrees.get(task_id)
+        return worktree is not None and os.path.isdir(str(worktree.cwd))
+
+    def _prepare_worktree(self, task: Task) -> None:
+        """Create or adopt the task's worktree in a worker (a checkout can take long); the
+        task holds its slot and pool place meanwhile, and starts in ``_worktree_ready``."""
+        self._worktrees.pop(task.id, None)
+        target = workspace.target_for(task, self._state, self._store.run_dir)
+        last = self._state["tasks"][task.id]["attempts"]
+        self._running.add(task.id)
+        if task.pool is not None:
+            self._pool_use[task.pool] = self._pool_use.get(task.pool, 0) + 1
+        future = self._workers().submit(workspace.prepare, target, self._worktree_lock, last)
+        self._preparing[task.id] = future
+
+    def _worktree_ready(self, task_id: str, future: Future[workspace.Prepared]) -> None:
+        task = self._tasks[task_id]
+        self._running.discard(task_id)
+        if task.pool is not None:
+            self._pool_use[task.pool] -= 1
+        error = future.exception()
+        if error is not None:  # a bug in prepare must not take the run down
+            message = f"orch internal error preparing the worktree: {error!r}"
+            self._store.update_task(task_id, {"workspace_error": message})
+            self._worktree_refused[task_id] = message
+        else:
+            prepared = future.result()
+            self._store.update_task(task_id, prepared.fields)
+            if prepared.cwd is None:
+                self._worktree_refused[task_id] = prepared.error or "no worktree"
+            else:
+                self._worktrees[task_id] = prepared
+        if self._canceling:
+            # Canceled while its worktree was being made: it never started.
+            self._worktree_refused.pop(task_id, None)
+            self._mark_skipped(task_id, SkipReason.RUN_CANCELED, TaskStatus.CANCELED)
+            return
+        self._start(task)
 
     def _reap(
         self, task_id: str, result: AttemptResult, collected: Optional[artifacts.Collected]
@@ -372,6 +548,7 @@ class Scheduler:
         if task.require_outputs and collected is not None and result.exit_code == 0:
             missing = list(collected.missing_outputs)
         self._record_attempt_end(task_id, result, collected, missing)
+        self._record_metrics(task)
         if policy.succeeded(result, missing):
             self._finish(task_id, TaskStatus.SUCCESS, result)
             return
@@ -509,12 +686,40 @@ class Scheduler:
         self._stop_new = True
         self._abandon_waiting(SkipReason.FAIL_FAST, TaskStatus.SKIPPED)
 
+    def _record_metrics(self, task: Task) -> None:
+        """Fold what the attempt reported (ORCH_METRICS lines, stdout JSON) into the task and
+        the run; past the budget, nothing new starts."""
+        entry = self._state["tasks"][task.id]
+        attempt = entry["history"][-1]
+        found, errors = _metrics_file_part(self._layout.metrics(task.id), attempt)
+        if task.metrics == "stdout-json":
+            tail = logs.tail_bytes(entry.get("stdout_path"), attempt.get("stdout_offset", 0))
+            printed = metrics.from_stdout_json(tail)
+            if printed:
+                found = metrics.add(found, printed)
+        if not found and not errors:
+            return
+        if found:
+            self._store.update_attempt(task.id, {"metrics": found})
+        fields: Dict[str, Any] = {"metrics": metrics.add(entry.get("metrics") or {}, found)}
+        if errors:
+            fields["metrics_errors"] = entry.get("metrics_errors", 0) + errors
+        self._store.update_task(task.id, fields)
+        total = metrics.add(self._state.get("metrics") or {}, found)
+        self._store.update_run({"metrics": total})
+        limit = self._plan.max_cost_usd
+        if limit is not None and total.get(metrics.COST, 0.0) >= limit and not self._stop_new:
+            self._stop_new = True
+            self._progress.budget_exceeded(total.get(metrics.COST, 0.0), limit)
+            self._abandon_waiting(SkipReason.BUDGET_EXCEEDED, TaskStatus.SKIPPED)
+
     def _begin_cancel(self) -> None:
         self._canceling = True
         self._stop_new = True
         for task_id in list(self._running):
             self._runner.cancel(task_id)
         self._abandon_waiting(SkipReason.RUN_CANCELED, TaskStatus.CANCELED)
+        self._progress.run_stopping(len(self._running), self._grace_sec)
 
     def _abandon_waiting(self, reason: SkipReason, status: TaskStatus) -> None:
         """Ready, waiting and backing-off tasks will not start."""
@@ -522,15 +727,16 @@ class Scheduler:
         self._backoff.clear()
         for task_id in backing_off:
             if status is TaskStatus.SKIPPED:
-                # It has failed once already: under fail-fast its last attempt stands.
-                self._finish_from_last_attempt(task_id)
+                # It has failed once already: its last attempt stands.
+                why = "budget exceeded" if reason is SkipReason.BUDGET_EXCEEDED else "fail-fast"
+                self._finish_from_last_attempt(task_id, f"not retried: {why}")
             else:
                 self._mark_skipped(task_id, reason, status)
         for task_id in self._readiness.abandon():
             if self._state["tasks"][task_id]["status"] == TaskStatus.PENDING.value:
                 self._mark_skipped(task_id, reason, status)
 
-    def _finish_from_last_attempt(self, task_id: str) -> None:
+    def _finish_from_last_attempt(self, task_id: str, note: str) -> None:
         last = self._state["tasks"][task_id]["history"][-1]
         result = AttemptResult(
             exit_code=last.get("exit_code"),
@@ -546,7 +752,7 @@ class Scheduler:
             timed_out_by=last.get("timed_out_by"),
         )
         ended = last.get("ended_at")
-        self._finish(task_id, TaskStatus.FAILED, result, note="not retried: fail-fast")
+        self._finish(task_id, TaskStatus.FAILED, result, note=note)
         if ended:
             self._store.update_task(task_id, {"ended_at": ended})
 
@@ -559,12 +765,13 @@ def _dir_id(path: str) -> Optional[Tuple[int, int]]:
     return st.st_dev, st.st_ino
 
 
-def _collection(future: Future[artifacts.Collected]) -> artifacts.Collected:
+def _collection(future: Future[_AfterAttempt]) -> _AfterAttempt:
     error = future.exception()
     if error is None:
         return future.result()
     # A bug in the collector must not take the run down: the problem is recorded, visibly.
-    return artifacts.Collected([], [], [], [f"orch internal error collecting outputs: {error!r}"])
+    message = f"orch internal error after the attempt: {error!r}"
+    return artifacts.Collected([], [], [], [message]), {"workspace_error": message}
 
 
 def _pending_fields() -> Dict[str, Any]:
@@ -588,4 +795,35 @@ def _attempt_entry(number: int, started: Any) -> AttemptState:
         "stdout_offset": started.stdout_offset,
         "stderr_offset": started.stderr_offset,
     }
+    if got is not None and got.job_id is not None:
+        entry["job_id"] = got.job_id
     return entry  # type: ignore[return-value]
+
+
+def _epoch(iso: Optional[str]) -> float:
+    """A recorded timestamp as epoch seconds (now, if there is none or it cannot be read)."""
+    if iso:
+        try:
+            return datetime.fromisoformat(iso).timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
+def _metrics_file_part(path: str, attempt: AttemptState) -> Tuple[Dict[str, float], int]:
+    """What the attempt appended to its ORCH_METRICS file (bounded read; absent: nothing)."""
+    start = attempt.get("metrics_offset", 0)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(metrics.MAX_METRICS_BYTES)
+    except OSError:
+        return {}, 0
+    return metrics.from_metrics_lines(data)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

@@ -46,6 +46,10 @@ class AttemptState(TypedDict, total=False):
     identity: Optional[str]
     stdout_offset: int
     stderr_offset: int
+    job_id: Optional[str]  # executor slurm: the attempt's batch job (present once submitted)
+    plan_version: int  # the run's plan version this attempt ran with (absent: 1)
+    metrics: Dict[str, float]  # cost and tokens this attempt reported (absent: none)
+    metrics_offset: int  # size of the task's ORCH_METRICS file when the attempt began
 
 
 class TaskState(TypedDict, total=False):
@@ -70,6 +74,21 @@ class TaskState(TypedDict, total=False):
     missing_outputs: List[str]
     artifact_errors: List[str]
     history: List[AttemptState]
+    metrics: Dict[str, float]  # summed over attempts: cost_usd, input_tokens, output_tokens, ...
+    metrics_errors: int  # metrics lines that could not be read (never fatal)
+    # workspace: worktree (present once known): the repository and base it starts from, its
+    # worktree and branch, the branch's head after the last attempt, its diffstat against the
+    # base, and the last workspace problem (a failed commit, ...), null when none.
+    repository: Optional[str]
+    base_commit: Optional[str]
+    worktree: Optional[str]
+    branch: Optional[str]
+    head_commit: Optional[str]
+    diffstat: Optional[str]
+    workspace_error: Optional[str]
+    job_id: Optional[str]  # executor slurm: the latest attempt's batch job
+    # Never stored; added by `orch status` for a RUNNING task's job: Slurm's state (and reason).
+    slurm_state: Optional[str]
 
 
 class RunState(TypedDict, total=False):
@@ -89,6 +108,14 @@ class RunState(TypedDict, total=False):
     max_parallel: int
     fail_fast: bool
     journal_seq: int
+    plan_version: int  # 1 + the number of `resume --plan` edits (absent: 1)
+    sessions: List[Dict[str, Optional[str]]]  # each session's started_at / ended_at
+    metrics: Dict[str, float]  # summed over the run's tasks
+    # workspace: worktree: the repository of the worktree tasks and its HEAD when the run was
+    # created (null when they span several repositories: each task names its own).
+    repository: Optional[str]
+    base_commit: Optional[str]
+    executor: str  # local | slurm: where the run's attempts run (absent: local)
     tasks: Dict[str, TaskState]
     # Never stored; added by readers: `status --json` (effective_status: RUNNING shown as
     # INTERRUPTED when no process owns the run) and `logs --follow` (owner_alive).
@@ -201,6 +228,10 @@ _ATTEMPT_TYPES: Dict[str, Tuple[type, ...]] = {
     "identity": _OSTR,
     "stdout_offset": _INT,
     "stderr_offset": _INT,
+    "job_id": _OSTR,
+    "plan_version": _INT,
+    "metrics": (dict,),
+    "metrics_offset": _INT,
 }
 _TASK_TYPES: Dict[str, Tuple[type, ...]] = {
     "status": _STR,
@@ -224,6 +255,16 @@ _TASK_TYPES: Dict[str, Tuple[type, ...]] = {
     "missing_outputs": _LIST,
     "artifact_errors": _LIST,
     "history": _LIST,
+    "metrics": (dict,),
+    "metrics_errors": _INT,
+    "repository": _OSTR,
+    "base_commit": _OSTR,
+    "worktree": _OSTR,
+    "branch": _OSTR,
+    "head_commit": _OSTR,
+    "diffstat": _OSTR,
+    "workspace_error": _OSTR,
+    "job_id": _OSTR,
 }
 _RUN_TYPES: Dict[str, Tuple[type, ...]] = {
     "schema_version": _INT,
@@ -242,6 +283,12 @@ _RUN_TYPES: Dict[str, Tuple[type, ...]] = {
     "max_parallel": _INT,
     "fail_fast": _BOOL,
     "journal_seq": _INT,
+    "plan_version": _INT,
+    "sessions": _LIST,
+    "metrics": (dict,),
+    "repository": _OSTR,
+    "base_commit": _OSTR,
+    "executor": _STR,
     "tasks": (dict,),
 }
 _REQUIRED_RUN = ("run_id", "status", "workdir", "tasks")

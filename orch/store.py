@@ -40,6 +40,7 @@ from orch.state import (
 )
 
 __all__ = [
+    "LAST",
     "SCHEMA_VERSION",
     "RunLocked",
     "RunStore",
@@ -51,6 +52,7 @@ __all__ = [
     "owner_alive",
     "read_plan_text",
     "read_state",
+    "resolve_run_id",
     "run_dir_for",
 ]
 
@@ -74,8 +76,47 @@ def looks_like_run_id(text: str) -> bool:
     return bool(_RUN_ID.match(text))
 
 
+LAST = "last"
+
+
+def resolve_run_id(home: str, run_id: str) -> str:
+    """``run_id`` itself, or for ``last`` the newest run of ``home``: the greatest run id (ids
+    start with their creation time, so they sort by it) whose directory holds a state. Runs
+    created within the same second are told apart by their ``created_at``.
+
+    ``last`` is a word, never a path: no file or directory named ``last`` is consulted.
+    """
+    if run_id != LAST:
+        return run_id
+    runs = runs_dir(home)
+    try:
+        names = sorted(n for n in os.listdir(runs) if looks_like_run_id(n))
+    except FileNotFoundError:
+        names = []
+    except OSError as err:
+        raise StateError(f"{runs}: cannot list: {err.strerror}") from None
+    names = [n for n in names if os.path.lexists(RunLayout.of(home, n).state)]
+    if not names:
+        raise UsageError(f"no runs in {home}: 'last' names the newest run, and there is none yet")
+    second = names[-1][:15]  # YYYYMMDD_HHMMSS
+    same = [n for n in names if n.startswith(second)]
+    return max(same, key=lambda n: (_created_at(os.path.join(runs, n)), n))
+
+
+def _created_at(run_dir: str) -> float:
+    """The run's ``created_at`` as a POSIX time (-inf if unreadable: the oldest)."""
+    try:
+        moment = datetime.fromisoformat(str(read_state(run_dir).get("created_at")))
+        return moment.timestamp() if moment.tzinfo is not None else float("-inf")
+    except (StateError, ValueError, OSError):
+        return float("-inf")
+
+
 def run_dir_for(home: str, run_id: str) -> str:
-    """The run directory of an existing run; refuses anything that is not a run id."""
+    """The run directory of an existing run; refuses anything that is not a run id.
+
+    ``last`` stands for the newest run (``resolve_run_id``)."""
+    run_id = resolve_run_id(home, run_id)
     if not looks_like_run_id(run_id):
         shown = run_id if len(run_id) <= 80 else run_id[:77] + "..."
         raise UsageError(

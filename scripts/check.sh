@@ -36,6 +36,13 @@ if command -v npm >/dev/null 2>&1 && [ ! -d "$ORCH_MERMAID_NODE_MODULES/mermaid"
     || echo "   (npm install failed: the Mermaid tests will skip)"
 fi
 
+# The slurm executor's tests run against a real one-node cluster (scripts/slurm_up.sh needs
+# root and installs Debian's Slurm packages when missing; ~2 s when it is up). Without one they
+# skip with the reason shown; the check never fails for want of Slurm.
+echo "== slurm test cluster (scripts/slurm_up.sh)"
+if ! bash scripts/slurm_up.sh; then
+  echo "   (slurm unavailable: the cluster tests will skip)"
+fi
 echo "== pytest"
 pytest -q
 

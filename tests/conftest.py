@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -36,6 +36,17 @@ class Orch:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.home = workdir / "home"
+        self._started: List[subprocess.Popen[str]] = []
+
+    def close(self) -> None:
+        """End what ``popen`` started and close its pipes (warnings are errors here)."""
+        for proc in self._started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
     def run(
         self, *args: str, timeout: float = 120, env: Optional[Dict[str, str]] = None
@@ -51,7 +62,7 @@ class Orch:
         )
 
     def popen(self, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [PYTHON, "-m", "orch", *args, *self._home_args(args)],
             cwd=str(self.workdir),
             env=orch_env(env),
@@ -60,6 +71,8 @@ class Orch:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self._started.append(proc)
+        return proc
 
     def _home_args(self, args: Any) -> List[str]:
         if not args or args[0] in ("validate",) or "--home" in args:
@@ -91,8 +104,10 @@ def read_json(path: Path) -> Any:
 
 
 @pytest.fixture
-def orch(tmp_path: Path) -> Orch:
-    return Orch(tmp_path)
+def orch(tmp_path: Path) -> Iterator[Orch]:
+    runner = Orch(tmp_path)
+    yield runner
+    runner.close()
 
 
 _PEAK_RSS_WRAPPER = """

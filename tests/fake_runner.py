@@ -40,6 +40,8 @@ class Step:
     exit_code: Optional[int] = 0
     signal: Optional[int] = None
     start_error: Optional[str] = None
+    stdout: str = ""  # written to the stdout log as the attempt starts
+    metrics: str = ""  # appended to $ORCH_METRICS as the attempt starts
 
 
 class FakeRunner:
@@ -62,6 +64,12 @@ class FakeRunner:
         step = self._step(spec)
         if step.start_error:
             return _result(spec, now, now, error=step.start_error)
+        if step.stdout:
+            with open(spec.stdout_path, "a", encoding="utf-8") as f:
+                f.write(step.stdout)
+        if step.metrics:
+            with open(spec.env["ORCH_METRICS"], "a", encoding="utf-8") as f:
+                f.write(step.metrics)
         end = now + step.duration
         if spec.timeout_sec is not None:
             end = min(end, now + spec.timeout_sec)

@@ -54,3 +54,35 @@ def test_every_example_validates(checkout: Orch) -> None:
     for plan in sorted((checkout.workdir / "examples").glob("*.yaml")):
         proc = checkout.run("validate", f"examples/{plan.name}")
         assert proc.returncode == 0, (plan.name, proc.stderr)
+
+
+def test_plan_fix_loop_is_green_when_the_fix_works_and_red_when_not(checkout: Orch) -> None:
+    green = checkout.run("run", "examples/plan_fix_loop.yaml")
+    assert green.returncode == 0, green.stderr
+    tasks = checkout.state(run_id_of(green.stdout))["tasks"]
+    assert tasks["test"]["status"] == "FAILED" and tasks["test"]["allowed_failure"] is True
+    assert [tasks[t]["status"] for t in ("fix", "retest", "report")] == ["SUCCESS"] * 3
+    # Fixed already: the fixer is not needed, which is not a failure either.
+    again = checkout.run("run", "examples/plan_fix_loop.yaml")
+    assert again.returncode == 0, again.stderr
+    tasks = checkout.state(run_id_of(again.stdout))["tasks"]
+    assert tasks["fix"]["skip_reason"] == "condition_not_met"
+    assert tasks["report"]["status"] == "SUCCESS"
+    (checkout.workdir / ".orch/work/fixed").unlink()
+    red = checkout.run("run", "examples/plan_fix_loop.yaml", env={"FIX_BROKEN": "1"})
+    assert red.returncode == 3, red.stderr
+    tasks = checkout.state(run_id_of(red.stdout))["tasks"]
+    assert tasks["retest"]["status"] == "FAILED" and tasks["report"]["status"] == "SUCCESS"
+
+
+def test_plan_agents_shows_each_policy(checkout: Orch) -> None:
+    proc = checkout.run("run", "examples/plan_agents.yaml")
+    assert proc.returncode == 3, proc.stderr
+    tasks = checkout.state(run_id_of(proc.stdout))["tasks"]
+    assert tasks["thinker"]["status"] == "SUCCESS"  # 6 s of heartbeats, idle limit 5 s
+    assert tasks["throttled"]["status"] == "SUCCESS" and tasks["throttled"]["attempts"] == 3
+    assert tasks["stuck"]["timed_out_by"] == "idle_timeout_sec"
+    assert tasks["stuck"]["attempts"] == 2
+    assert tasks["fatal"]["error"] == "not retried: exit 2 is not in retry_on"
+    assert tasks["lazy"]["status"] == "SUCCESS" and tasks["lazy"]["attempts"] == 2
+    assert tasks["plan"]["metrics"]["cost_usd"] == 0.01

@@ -1,4 +1,5 @@
-"""orch.report: `orch status`, `orch list` and final_report.md rendered from state dicts.
+"""orch.report: `orch status` and `orch list` rendered from state dicts, and the run facts the
+views share. (final_report.md: tests/test_final_report.py, which reuses the states built here.)
 
 The states are built by hand as docs/STATE.md describes them (what orch.store.read_state returns),
 with retries, a timeout, a signal death, skipped and canceled tasks, artifacts and awkward ids.
@@ -8,12 +9,16 @@ test here runs with TZ=UTC unless it says otherwise.
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import time
+import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from conftest import Orch
 
 from orch import report
 
@@ -249,20 +254,22 @@ tasks:    1/6 ok, 2 failed, 1 skipped, 2 canceled
 
 TASK     STATUS    ATTEMPTS  DURATION  RESULT              NOTE
 inspect  SUCCESS          1      1.2s  exit 0
-a.b-c_1  FAILED           3     19.0s  timed out, SIGTERM
+a.b-c_1  FAILED           3     16.5s  timed out, SIGTERM
 X        FAILED           1      0.5s  SIGKILL
-x.y      SKIPPED          0         -  -                   dependency_not_success: a.b-c_1
+x.y      SKIPPED          0         -  -                   root failure: a.b-c_1 (dependency_not_success)
 deploy   CANCELED         0         -  -                   run_canceled
 lint     CANCELED         1     20.0s  SIGTERM             canceled
-"""
+"""  # noqa: E501
 
 
 def test_status_of_a_finished_run() -> None:
-    assert report.render_status(failed_run(), False, color=False) == STATUS_FAILED
+    # a.b-c_1 ran 3.0 + 3.5 + 10.0 s: its DURATION leaves out the waits between attempts
+    # (its first start to its last end is 19.0 s).
+    assert report.render_status(failed_run(), False, color=False, width=0) == STATUS_FAILED
 
 
 def test_status_of_an_interrupted_run() -> None:
-    text = report.render_status(interrupted_run(), owner_alive=False, color=False)
+    text = report.render_status(interrupted_run(), owner_alive=False, color=False, width=0)
     assert text == (
         "run:      20261125_090000_a1b2c3\n"
         "status:   INTERRUPTED\n"
@@ -283,7 +290,7 @@ def test_status_of_an_interrupted_run() -> None:
 
 def test_status_of_a_live_run_counts_time_so_far() -> None:
     now = T0 + timedelta(seconds=12)
-    text = report.render_status(interrupted_run(), owner_alive=True, color=False, now=now)
+    text = report.render_status(interrupted_run(), owner_alive=True, color=False, now=now, width=0)
     assert "status:   RUNNING\n" in text
     assert "duration: 12.0s so far\n" in text
     assert "tasks:    1/3 ok, 1 running, 1 pending\n" in text
@@ -292,8 +299,8 @@ def test_status_of_a_live_run_counts_time_so_far() -> None:
 
 
 def test_status_colour_only_when_asked() -> None:
-    plain = report.render_status(failed_run(), False, color=False)
-    coloured = report.render_status(failed_run(), False, color=True)
+    plain = report.render_status(failed_run(), False, color=False, width=0)
+    coloured = report.render_status(failed_run(), False, color=True, width=0)
     assert "\x1b" not in plain
     assert "\x1b[31mFAILED\x1b[0m" in coloured
     assert "\x1b[32mSUCCESS\x1b[0m" in coloured
@@ -301,20 +308,19 @@ def test_status_colour_only_when_asked() -> None:
     assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain
 
 
-def test_status_note_is_one_line_and_lists_blocking_dependencies() -> None:
+def test_status_note_is_one_line_and_names_the_root_failure() -> None:
+    # "after" is skipped behind "mid", itself skipped behind d2: the note names d2, the root,
+    # not the direct dependency (which never ran either).
     state = run_state(
         {
-            **{
-                f"d{i}": task(f"d{i}", "FAILED", [], [attempt(1, 0, 1, exit_code=2)])
-                for i in range(5)
-            },
+            "d0": task("d0", "SUCCESS", [], [attempt(1, 0, 1)]),
+            "d1": task("d1", "FAILED", [], [attempt(1, 0, 1, exit_code=2)], allowed_failure=True),
+            "d2": task("d2", "FAILED", [], [attempt(1, 0, 1, exit_code=2)]),
+            "mid": task("mid", "SKIPPED", ["d0", "d2"], [], skip_reason="dependency_not_success"),
             "after": task(
-                "after",
-                "SKIPPED",
-                [f"d{i}" for i in range(5)],
-                [],
-                skip_reason="dependency_not_success",
+                "after", "SKIPPED", ["d0", "d1", "mid"], [], skip_reason="dependency_not_success"
             ),
+            "cond": task("cond", "SKIPPED", ["d0"], [], skip_reason="condition_not_met"),
             "odd": task(
                 "odd",
                 "FAILED",
@@ -323,15 +329,113 @@ def test_status_note_is_one_line_and_lists_blocking_dependencies() -> None:
             ),
         }
     )
-    lines = report.render_status(state, False, color=False).splitlines()
-    assert lines[-2].endswith("dependency_not_success: d0, d1, d2, …")
+    lines = report.render_status(state, False, color=False, width=0).splitlines()
+    assert lines[11:17] == [
+        "d0     SUCCESS         1      1.0s  exit 0",
+        "d1     FAILED          1      1.0s  exit 2  allowed failure",
+        "d2     FAILED          1      1.0s  exit 2",
+        "mid    SKIPPED         0         -  -       root failure: d2 (dependency_not_success)",
+        "after  SKIPPED         0         -  -       root failure: d2 (dependency_not_success)",
+        "cond   SKIPPED         0         -  -       condition_not_met",
+    ]
     assert lines[-1].split() == ["odd", "FAILED", "1", "0.1s", "-", "cannot", "[31mstart"]
+
+
+def test_root_failure_walks_long_chains_without_recursion() -> None:
+    n = 20_000
+    tasks = {"root": task("root", "CANCELED", [], [], skip_reason="run_canceled")}
+    for i in range(n):
+        dep = "root" if i == 0 else f"s{i - 1}"
+        tasks[f"s{i}"] = task(f"s{i}", "SKIPPED", [dep], [], skip_reason="dependency_not_success")
+    memo: Dict[str, Optional[str]] = {}
+    assert report.root_failure(tasks, f"s{n - 1}", memo) == "root"
+    assert len(memo) == n and set(memo.values()) == {"root"}
+    # A dependency cycle (a damaged state) ends the walk instead of looping.
+    loop = {
+        "a": task("a", "SKIPPED", ["b"], [], skip_reason="dependency_not_success"),
+        "b": task("b", "SKIPPED", ["a"], [], skip_reason="dependency_not_success"),
+    }
+    assert report.root_failure(loop, "a", {}) is None
+
+
+def test_task_run_time_excludes_waits_and_counts_attempts() -> None:
+    # Three one-second attempts with waits between them (backoff, queueing): 3.0 s, not the
+    # 10.2 s from the first start to the last end.
+    entry = task(
+        "t",
+        "FAILED",
+        [],
+        [attempt(1, 0, 1.0, 1), attempt(2, 4.1, 1.0, 1), attempt(3, 9.2, 1.0, 1)],
+    )
+    assert entry["duration_sec"] == pytest.approx(10.2)
+    assert report.task_run_time(entry) == (pytest.approx(3.0), 3)
+    # A running attempt counts up to now, only when the run is live.
+    running = task("r", "RUNNING", [], [attempt(1, 0, 1.0, 1), attempt(2, 5, None, None)])
+    now = T0 + timedelta(seconds=7.5)
+    assert report.task_run_time(running, live=True, now=now) == (pytest.approx(3.5), 2)
+    assert report.task_run_time(running) == (pytest.approx(1.0), 2)
+
+
+def test_status_fits_the_width_cutting_the_note_then_dropping_columns() -> None:
+    state = failed_run()
+    for width in (100, 80, 60, 40, 30):
+        text = report.render_status(state, False, color=False, width=width)
+        assert all(len(line) <= width for line in text.splitlines()), (width, text)
+    assert report.render_status(state, False, color=False, width=80).split("\n\n")[1] == (
+        "TASK     STATUS    ATTEMPTS  DURATION  RESULT              NOTE\n"
+        "inspect  SUCCESS          1      1.2s  exit 0\n"
+        "a.b-c_1  FAILED           3     16.5s  timed out, SIGTERM\n"
+        "X        FAILED           1      0.5s  SIGKILL\n"
+        "x.y      SKIPPED          0         -  -                   root failure: a.b-c_…\n"
+        "deploy   CANCELED         0         -  -                   run_canceled\n"
+        "lint     CANCELED         1     20.0s  SIGTERM             canceled\n"
+    )
+    narrow = report.render_status(state, False, color=False, width=60).splitlines()
+    assert narrow[10].split() == ["TASK", "STATUS", "RESULT", "NOTE"]
+    forty = report.render_status(state, False, color=False, width=40).splitlines()
+    assert forty[10].split() == ["TASK", "STATUS", "NOTE"]
+    assert forty[8] == "tasks:    1/6 ok, 2 failed, 1 skipped, …"
+    # Colour never counts as width.
+    coloured = report.render_status(state, False, color=True, width=40)
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == "\n".join(forty) + "\n"
+
+
+def test_status_width_defaults_to_the_terminal_only_when_stdout_is_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+        def fileno(self) -> int:
+            return 99
+
+    monkeypatch.setattr(report._fmt.os, "get_terminal_size", lambda fd: os.terminal_size((50, 20)))
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(report.sys, "stdout", Tty())
+    assert max(map(len, report.render_status(failed_run(), False, False).splitlines())) <= 50
+    monkeypatch.setattr(report.sys, "stdout", io.StringIO())  # a pipe: no limit
+    assert report.render_status(failed_run(), False, False) == STATUS_FAILED
+    monkeypatch.setenv("COLUMNS", "45")  # asked for explicitly, as shutil.get_terminal_size
+    assert max(map(len, report.render_status(failed_run(), False, False).splitlines())) <= 45
+
+
+def test_orch_list_of_a_cjk_goal_fits_the_terminal(orch: Orch) -> None:
+    goal = "日本語のゴール: エージェントを順番に動かして結果をまとめる長い説明文" * 2
+    plan = orch.plan(f'goal: "{goal}"\ntasks:\n  - id: a\n    cmd: ["true"]\n')
+    assert orch.run("run", plan).returncode == 0
+    for columns in (60, 100):
+        proc = orch.run("list", env={"COLUMNS": str(columns)})
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert max(_columns(line) for line in lines) <= columns, proc.stdout
+        assert lines[1].endswith("…") and "日本語のゴール" in lines[1]
 
 
 # --- orch list -------------------------------------------------------------------------------
 
 
-def test_list_renders_in_the_given_order() -> None:
+def list_runs() -> List[Any]:
     older = failed_run()
     newer = interrupted_run()
     newer["run_id"] = "20261126_080000_ffffff"
@@ -340,10 +444,14 @@ def test_list_renders_in_the_given_order() -> None:
         {"only": task("only", "SUCCESS", [], [attempt(1, 0, 184)])},
         run_id="20261124_070000_000000",
         status="SUCCESS",
-        goal="日本語のゴール | ok",
+        goal="日本語のゴールを達成するための長い説明 | ok",
         ended_at=iso(184),
     )
-    text = report.render_list([(newer, False), (older, False), (done, False)])
+    return [(newer, False), (older, False), (done, False)]
+
+
+def test_list_renders_in_the_given_order() -> None:
+    text = report.render_list(list_runs(), width=0)
     assert text == (
         "RUN ID                  STATUS       START                DURATION"
         "  TASKS                                    GOAL\n"
@@ -353,7 +461,37 @@ def test_list_renders_in_the_given_order() -> None:
         "20261125_090000_a1b2c3  FAILED       2026-11-25 09:00:00     22.0s"
         "  1/6 ok, 2 failed, 1 skipped, 2 canceled  Ship the release\n"
         "20261124_070000_000000  SUCCESS      2026-11-25 09:00:00     3m04s"
-        "  1/1 ok                                   日本語のゴール | ok\n"
+        "  1/1 ok                                   日本語のゴールを達成するための長い説明 | ok\n"
+    )
+
+
+def _columns(line: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+
+
+@pytest.mark.parametrize("width", [160, 120, 100, 80, 60, 40])
+def test_list_fits_the_terminal_counting_wide_characters(width: int) -> None:
+    # A CJK goal once made a 194-column row: every character of it takes two columns.
+    lines = report.render_list(list_runs(), width=width).splitlines()
+    assert all(_columns(line) <= width for line in lines), lines
+    assert [line.split()[0] for line in lines[1:]] == [
+        "20261126_080000_ffffff",
+        "20261125_090000_a1b2c3",
+        "20261124_070000_000000",
+    ]
+
+
+def test_list_cuts_the_goal_first_then_leaves_out_columns() -> None:
+    lines = report.render_list(list_runs(), width=120).splitlines()
+    assert lines[0].split() == ["RUN", "ID", "STATUS", "DURATION", "TASKS", "GOAL"]
+    assert lines[3].endswith("  日本語のゴールを達成するための…")
+    assert _columns(lines[3]) == 120 - 1  # a wide character does not fit in the last column
+    lines = report.render_list(list_runs(), width=80).splitlines()
+    assert lines[0].split() == ["RUN", "ID", "STATUS", "GOAL"]
+    assert lines[2] == "20261125_090000_a1b2c3  FAILED       Ship the release"
+    assert (
+        report.render_list(list_runs(), width=40).splitlines()[0]
+        == "RUN ID                  STATUS"
     )
 
 
@@ -382,258 +520,12 @@ def test_list_entry_json() -> None:
             "RUNNING": 1,
             "PENDING": 1,
         },
+        "metrics": {},
+        "sessions": 0,
     }
     live = report.list_entry_json(interrupted_run(), True, now=T0 + timedelta(seconds=3.5))
     assert live["status"] == live["effective_status"] == "RUNNING"
     assert live["duration_sec"] == 3.5
-
-
-# --- final_report.md -------------------------------------------------------------------------
-
-
-def stderr_of(task_id: str, n: int) -> List[str]:
-    assert n == 50
-    return [
-        f"=== orch: task {task_id} attempt 1 started ===\n",
-        "Traceback (most recent call last):\n",
-        "ValueError: boom\n",
-    ]
-
-
-REPORT_FAILED = """\
-# Run `20261125_090000_a1b2c3`
-
-- **Goal:** Ship the release
-- **Status:** **FAILED**
-- **Tasks:** 1/6 ok, 2 failed, 1 skipped, 2 canceled
-- **Created:** 2026-11-25T09:00:00+00:00
-- **Started:** 2026-11-25T09:00:00+00:00
-- **Ended:** 2026-11-25T09:00:22+00:00
-- **Wall time:** 22.0s
-- **Max parallel:** 4
-- **Fail fast:** no
-- **Workdir:** `/home/u/proj`
-- **Plan:** `plan.yaml`
-- **Run directory:** `/home/u/proj/.orch/runs/20261125_090000_a1b2c3`
-
-## Tasks
-
-| Task | Status | Attempts | Duration | Exit code | Timed out | Logs |
-| --- | --- | ---: | ---: | ---: | --- | --- |
-| `inspect` | SUCCESS | 1 | 1.2s | 0 | no | `logs/inspect.out.log`<br>`logs/inspect.err.log` |
-| `a.b-c_1` | FAILED | 3 | 19.0s | SIGTERM | yes | `logs/a.b-c_1.out.log`<br>`logs/a.b-c_1.err.log` |
-| `X` | FAILED | 1 | 0.5s | SIGKILL | no | `logs/X.out.log`<br>`logs/X.err.log` |
-| `x.y` | SKIPPED | 0 | - | - | no | - |
-| `deploy` | CANCELED | 0 | - | - | no | - |
-| `lint` | CANCELED | 1 | 20.0s | SIGTERM | no | `logs/lint.out.log`<br>`logs/lint.err.log` |
-
-## Failures
-
-### `a.b-c_1`
-
-- **Result:** timed out, SIGTERM
-- **Attempts:** 3
-- **Command:** `python3 tools/fake_agent.py a.b-c_1`
-
-| Attempt | Started | Duration | Result | Error |
-| ---: | --- | ---: | --- | --- |
-| 1 | 2026-11-25T09:00:02+00:00 | 3.0s | exit 1 | - |
-| 2 | 2026-11-25T09:00:06+00:00 | 3.5s | exit 1 | - |
-| 3 | 2026-11-25T09:00:11+00:00 | 10.0s | timed out, SIGTERM | - |
-
-Last 3 lines of stderr (`logs/a.b-c_1.err.log`):
-
-```text
-=== orch: task a.b-c_1 attempt 1 started ===
-Traceback (most recent call last):
-ValueError: boom
-```
-
-### `X`
-
-- **Result:** SIGKILL
-- **Attempts:** 1
-- **Command:** `python3 tools/fake_agent.py X`
-
-Last 3 lines of stderr (`logs/X.err.log`):
-
-```text
-=== orch: task X attempt 1 started ===
-Traceback (most recent call last):
-ValueError: boom
-```
-
-## Skipped and canceled
-
-| Task | Status | Reason | Blocked by |
-| --- | --- | --- | --- |
-| `x.y` | SKIPPED | `dependency_not_success` | `a.b-c_1` |
-| `deploy` | CANCELED | `run_canceled` | - |
-| `lint` | CANCELED | canceled | - |
-
-## Artifacts
-
-### `inspect`
-
-| Path | Size | SHA-256 |
-| --- | ---: | --- |
-| `report.json` | 2.0 KiB | `0123456789ab` |
-
-### `a.b-c_1`
-
-Missing outputs (no match): `dist/**`
-
-Artifact errors:
-
-- cannot copy 'x\\|y': Permission denied
-
-## Graph
-
-```mermaid
-flowchart LR
-    t0["inspect<br/>SUCCESS"]:::success
-    t1["a.b-c_1<br/>FAILED"]:::failed
-    t2["X<br/>FAILED"]:::failed
-    t3["x.y<br/>SKIPPED"]:::skipped
-    t4["deploy<br/>CANCELED"]:::canceled
-    t5["lint<br/>CANCELED"]:::canceled
-    t0 --> t1
-    t0 --> t2
-    t1 --> t3
-    t0 --> t3
-    t3 --> t4
-    classDef success fill:#d4edda,stroke:#28a745,color:#155724
-    classDef failed fill:#f8d7da,stroke:#dc3545,color:#721c24
-    classDef skipped fill:#e2e3e5,stroke:#6c757d,color:#383d41
-    classDef canceled fill:#ffe5cc,stroke:#fd7e14,color:#7a3e00
-```
-
-## Timeline
-
-One bar per attempt: failed ones are marked critical, running ones active.
-
-```mermaid
-gantt
-    dateFormat x
-    axisFormat %H:%M:%S
-    todayMarker off
-    section inspect
-    attempt 1 :done, a0, 1795597200000, 1795597201250
-    section a.b-c_1
-    attempt 1 :crit, a1, 1795597202000, 1795597205000
-    attempt 2 :crit, a2, 1795597206000, 1795597209500
-    attempt 3 :crit, a3, 1795597211000, 1795597221000
-    section X
-    attempt 1 :crit, a4, 1795597202000, 1795597202500
-    section lint
-    attempt 1 :a5, 1795597202000, 1795597222000
-```
-"""  # noqa: E501
-
-
-def test_final_report_of_a_small_run() -> None:
-    # The colours come from orch.graph so that `orch graph RUN_ID` and the report agree.
-    assert report.render_final_report(failed_run(), stderr_of) == REPORT_FAILED
-
-
-def test_report_asks_for_the_stderr_tail_of_each_failed_task_only() -> None:
-    calls = []
-
-    def tail(task_id: str, n: int) -> List[str]:
-        calls.append((task_id, n))
-        return [f"last words of {task_id}"]
-
-    text = report.render_final_report(failed_run(), tail)
-    assert calls == [("a.b-c_1", 50), ("X", 50)]
-    assert "Last 1 line of stderr (`logs/X.err.log`):\n\n```text\nlast words of X\n```\n" in text
-
-
-def test_report_stderr_fence_outgrows_backticks_in_the_log() -> None:
-    lines = ["```", "a ```` b", "````` five"]
-    text = report.render_final_report(failed_run(), lambda t, n: lines)
-    block = "``````text\n```\na ```` b\n````` five\n``````\n"
-    assert text.count(block) == 2
-
-
-def test_report_when_stderr_is_empty_or_unreadable() -> None:
-    assert "Stderr (`logs/X.err.log`) is empty." in report.render_final_report(
-        failed_run(), no_tail
-    )
-
-    def broken(task_id: str, n: int) -> List[str]:
-        raise FileNotFoundError(2, "No such file or directory")
-
-    text = report.render_final_report(failed_run(), broken)
-    assert "Stderr (`logs/X.err.log`) could not be read: No such file or directory" in text
-
-
-def _unescaped_pipes(line: str) -> int:
-    return len(re.findall(r"(?<!\\)\|", line))
-
-
-def test_report_table_cells_escape_pipes_and_newlines() -> None:
-    state = failed_run()
-    state["goal"] = "build | test\nthen *ship* <b>"
-    inspect = state["tasks"]["inspect"]
-    inspect["artifacts"].append({"path": "odd|name`x`.txt", "size": 5, "sha256": "ff" * 32})
-    state["tasks"]["deploy"]["error"] = "first | line\nsecond line"
-    state["tasks"]["a.b-c_1"]["history"][0]["error"] = "cannot start 'a|b':\nNo such file"
-    text = report.render_final_report(state, no_tail)
-
-    assert "- **Goal:** build \\| test<br>then \\*ship\\* \\<b\\>\n" in text
-    assert "| ``odd\\|name`x`.txt`` | 5 B | `ffffffffffff` |\n" in text
-    assert "| `run_canceled`; first \\| line second line |" in text
-    assert (
-        "| 1 | 2026-11-25T09:00:02+00:00 | 3.0s | exit 1 | cannot start 'a\\|b': No such file |"
-        in text
-    )
-    # Every table row has exactly as many cell borders as its header row.
-    borders = 0
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            borders = 0
-            continue
-        if borders == 0:
-            borders = _unescaped_pipes(line)
-        assert _unescaped_pipes(line) == borders, line
-
-
-def test_report_of_a_successful_run_has_no_failure_sections() -> None:
-    state = run_state(
-        {"only": task("only", "SUCCESS", [], [attempt(1, 0, 1)])}, status="SUCCESS", goal=None
-    )
-    text = report.render_final_report(state, stderr_of)
-    assert "## Failures" not in text
-    assert "## Skipped and canceled" not in text
-    assert "## Artifacts\n\nNo task declared outputs that produced artifacts.\n" in text
-    assert "- **Goal:** -\n" in text
-
-
-def test_report_when_no_attempt_started() -> None:
-    state = run_state(
-        {"a": task("a", "CANCELED", [], [], skip_reason="run_canceled")}, status="CANCELED"
-    )
-    text = report.render_final_report(state, no_tail)
-    assert "## Timeline\n\nNo attempt was started.\n" in text
-
-
-# --- Mermaid, checked for shape (tests/test_report_mermaid.py runs the real parser) ------------
-
-FLOW_LINE = re.compile(
-    r'    (?P<node>t\d+)\["(?P<label>[^"]*)"\](:::(?P<css>[a-z]+))?'
-    r"|    t\d+ --> t\d+"
-    r"|    classDef [a-z]+ fill:#[0-9a-f]{6},stroke:#[0-9a-f]{6},color:#[0-9a-f]{6}"
-)
-GANTT_LINE = re.compile(
-    r"    section [A-Za-z0-9._\- ]+"
-    r"|    attempt \d+ :(?:(?:done|crit|active), )?a\d+, (?P<start>\d{13}), (?P<end>\d{13})"
-)
-GANTT_HEAD = ["gantt", "    dateFormat x", "    axisFormat %H:%M:%S", "    todayMarker off"]
-
-
-def _decode_label(label: str) -> str:
-    named = {"quot": '"', "amp": "&", "lt": "<", "gt": ">"}
-    return re.sub(r"#(\w+);", lambda m: named.get(m.group(1)) or chr(int(m.group(1))), label)
 
 
 def awkward_run() -> Dict[str, Any]:
@@ -646,57 +538,6 @@ def awkward_run() -> Dict[str, Any]:
     tasks["x.y"]["history"][1].update(exit_code=None, signal=9)
     tasks["end"]["history"][0].update(exit_code=3)
     return run_state(tasks)
-
-
-def test_flowchart_is_well_formed_with_awkward_ids() -> None:
-    state = awkward_run()
-    lines = report.mermaid_flowchart(state).splitlines()
-    assert lines[0] == "flowchart LR"
-    labels = {}
-    classes = {}
-    for line in lines[1:]:
-        match = FLOW_LINE.fullmatch(line)
-        assert match, line
-        if match.group("node"):
-            labels[match.group("node")] = _decode_label(match.group("label"))
-            classes[match.group("node")] = match.group("css")
-    assert labels == {
-        f"t{i}": f"{tid}<br/>{t['status']}" for i, (tid, t) in enumerate(state["tasks"].items())
-    }
-    assert "    t2 --> t3" in lines
-    assert classes == {
-        "t0": "success",
-        "t1": "success",
-        "t2": "failed",
-        "t3": "success",
-        "t4": "success",
-        "t5": "success",
-    }
-
-
-def test_gantt_is_well_formed_with_awkward_ids() -> None:
-    lines = report.mermaid_gantt(awkward_run()).splitlines()
-    assert lines[:4] == GANTT_HEAD
-    sections = [line[len("    section ") :] for line in lines if "section" in line]
-    assert sections == ["end", "X", "x.y", "a.b-c_1", "1st", "we_ird _id_ x_y_z_b__"]
-    bars = [GANTT_LINE.fullmatch(line) for line in lines[4:]]
-    assert all(bars), lines
-    spans = [(int(m.group("start")), int(m.group("end"))) for m in bars if m and m.group("start")]
-    assert len(spans) == 12
-    assert spans[0] == (T0_MS, T0_MS + 1500)
-    assert all(start <= end for start, end in spans)
-    # A failed attempt is crit even when the task succeeded later; a success is done.
-    assert lines[5] == f"    attempt 1 :crit, a0, {T0_MS}, {T0_MS + 1500}"
-    assert lines[6] == f"    attempt 2 :done, a1, {T0_MS + 2000}, {T0_MS + 2250}"
-    assert "    attempt 2 :crit, a5, " in "\n".join(lines)
-
-
-def test_gantt_shows_a_running_attempt_as_active_up_to_the_last_update() -> None:
-    lines = report.mermaid_gantt(interrupted_run()).splitlines()
-    assert lines[-2:] == [
-        "    section test",
-        f"    attempt 1 :active, a1, {T0_MS + 2000}, {T0_MS + 95000}",
-    ]
 
 
 # --- a large run -----------------------------------------------------------------------------
@@ -715,35 +556,27 @@ def large_run(n: int = 10_000) -> Dict[str, Any]:
     return run_state(tasks)
 
 
-def test_large_run_renders_linearly_and_leaves_out_what_mermaid_cannot_draw() -> None:
+def test_large_status_renders_linearly() -> None:
     state = large_run()
     start = time.perf_counter()
-    status = report.render_status(state, False, color=True)
+    status = report.render_status(state, False, color=True, width=100)
     elapsed = time.perf_counter() - start
     assert elapsed < 2.0  # a sanity bound only; the real budget is checked in bench/
     assert len(status.splitlines()) == 9 + 1 + 1 + 10_000
     assert "tasks:    9896/10000 ok, 104 failed\n" in status
 
-    text = report.render_final_report(state, lambda t, n: ["boom"])
-    assert "Graph omitted: 10000 tasks and 19989 dependencies" in text
-    assert "`orch graph 20261125_090000_a1b2c3` prints it." in text
-    assert "Timeline omitted: 10000 attempts are more than Mermaid renders." in text
-    assert "```mermaid" not in text
-    assert text.count("\n### `t") == 104
 
+def test_colour_follows_no_color_org_everywhere() -> None:
+    """One rule for status, list and the live view: only a non-empty NO_COLOR turns colour
+    off (an empty `NO_COLOR=` once did in `status` but not in the live view)."""
+    from orch import _fmt
 
-def test_report_stderr_tail_drops_colour_codes_and_accepts_bytes() -> None:
-    lines = [b"\x1b[31mFAILED\x1b[0m tests/test_x.py\r\n", "tab\there\x07\n", b"caf\xc3\xa9 \xff"]
-    text = report.render_final_report(failed_run(), lambda t, n: lines)
-    assert "```text\nFAILED tests/test_x.py\ntab\there\ncafé \ufffd\n```\n" in text
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
 
-
-@pytest.mark.parametrize(("n", "drawn"), [(32, True), (33, False)])
-def test_graph_is_left_out_past_mermaids_edge_limit(n: int, drawn: bool) -> None:
-    # Every task depends on all before it: n*(n-1)/2 edges, 496 for 32 tasks and 528 for 33,
-    # in far less text than Mermaid's 50,000 characters.
-    ids = [f"t{i}" for i in range(n)]
-    state = run_state({tid: task(tid, "SUCCESS", ids[:i], []) for i, tid in enumerate(ids)})
-    text = report.render_final_report(state, no_tail)
-    assert ("```mermaid\nflowchart LR\n" in text) is drawn
-    assert (f"Graph omitted: {n} tasks and 528 dependencies" in text) is not drawn
+    assert _fmt.color_wanted(Tty(), {}) is True
+    assert _fmt.color_wanted(Tty(), {"NO_COLOR": ""}) is True
+    assert _fmt.color_wanted(Tty(), {"NO_COLOR": "1"}) is False
+    assert _fmt.color_wanted(Tty(), {"TERM": "dumb"}) is False
+    assert _fmt.color_wanted(io.StringIO(), {}) is False  # not a terminal

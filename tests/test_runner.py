@@ -393,3 +393,54 @@ def test_fallback_exit_watch(
     assert result.exit_code == 0 and _gone(int(_wait_file(pid_file)))
     result = _run(_spec(tmp_path, ("sleep", "30"), timeout=0.3, grace=0.5))
     assert result.timed_out and result.signal == signal.SIGTERM
+
+
+# ---------------------------------------------------------------------------- idle timeout
+
+
+def test_idle_timeout_ends_the_whole_group_within_a_second_of_the_limit(tmp_path: Path) -> None:
+    pid_file = tmp_path / "gc.pid"
+    argv = _family(pid_file, "print('one line', flush=True); time.sleep(60)")
+    spec = dataclasses.replace(_spec(tmp_path, argv, grace=0.5), idle_timeout_sec=1.0)
+    runner = LocalRunner()
+    _started(runner, spec)
+    grandchild = int(_wait_file(pid_file))
+    wait_for_line = time.monotonic() + 10
+    while b"one line" not in (tmp_path / "t1.out.log").read_bytes():
+        assert time.monotonic() < wait_for_line
+        time.sleep(0.01)
+    silent_since = time.monotonic()
+    result = _result(runner, "t1")
+    runner.close()
+    ended = time.monotonic() - silent_since
+    assert result.timed_out and result.timed_out_by == "idle_timeout_sec"
+    assert result.signal == signal.SIGTERM
+    assert 1.0 - 0.1 <= ended < 1.0 + 1.0, ended
+    assert _gone(grandchild)
+
+
+def test_a_task_that_keeps_writing_is_never_idle(tmp_path: Path) -> None:
+    code = "import time\nfor i in range(15):\n    print(i, flush=True)\n    time.sleep(0.2)\n"
+    spec = dataclasses.replace(_spec(tmp_path, _py(code)), idle_timeout_sec=1.0)
+    result = _run(spec)
+    assert result.exit_code == 0 and not result.timed_out
+    assert (tmp_path / "t1.out.log").read_text().split() == [str(i) for i in range(15)]
+
+
+def test_output_on_stderr_alone_counts_as_activity(tmp_path: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "for i in range(8):\n"
+        "    print(i, file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.3)\n"
+    )
+    spec = dataclasses.replace(_spec(tmp_path, _py(code)), idle_timeout_sec=1.0)
+    assert not _run(spec).timed_out
+
+
+def test_wall_timeout_is_recorded_as_such(tmp_path: Path) -> None:
+    spec = dataclasses.replace(
+        _spec(tmp_path, ("sleep", "30"), timeout=0.5, grace=0.5), idle_timeout_sec=20.0
+    )
+    result = _run(spec)
+    assert result.timed_out and result.timed_out_by == "timeout_sec"

@@ -358,3 +358,65 @@ def test_a_canceled_run_starts_nothing_new_conditions_aside(tmp_path: Path) -> N
     )
     assert out.statuses() == {"work": "CANCELED", "always": "CANCELED"}
     assert [t for t, _, _ in out.runner.starts] == ["work"]
+
+
+# ---------------------------------------------------------------------------- metrics, budget
+
+
+def test_metrics_lines_are_summed_over_lines_and_attempts_and_bad_ones_counted(
+    tmp_path: Path,
+) -> None:
+    plan = "tasks: [{id: a, cmd: 'true', retries: 1}]"
+    first = '{"cost_usd": 0.5, "input_tokens": 100}\nnot json\n{"cost_usd": 0.25, "x": true}\n'
+    second = '{"cost_usd": 1, "output_tokens": 7, "custom": 2}\n'
+    out = run_plan(tmp_path, plan, {"a": [Step(1, 1, metrics=first), Step(1, 0, metrics=second)]})
+    task = out.task("a")
+    assert task["metrics"] == {
+        "cost_usd": 1.75,
+        "input_tokens": 100,
+        "output_tokens": 7,
+        "custom": 2,
+    }
+    assert task["metrics_errors"] == 2  # the line that is not JSON, the bool value
+    assert out.state["metrics"] == task["metrics"]
+    history = task["history"]  # type: ignore[index]
+    assert history[0]["metrics"] == {"cost_usd": 0.75, "input_tokens": 100}
+    assert history[1]["metrics"] == {"cost_usd": 1, "output_tokens": 7, "custom": 2}
+
+
+def test_stdout_json_reads_the_last_json_object_line(tmp_path: Path) -> None:
+    plan = """
+    tasks:
+      - {id: agent, cmd: "true", metrics: stdout-json}
+      - {id: plain, cmd: "true"}
+    """
+    printed = (
+        'thinking...\n{"type":"progress"}\n'
+        '{"type":"result","total_cost_usd":0.0123,"usage":{"input_tokens":1200,"output_tokens":345}}\n'
+    )
+    out = run_plan(
+        tmp_path, plan, {"agent": [Step(stdout=printed)], "plain": [Step(stdout=printed)]}
+    )
+    assert out.task("agent")["metrics"] == {
+        "cost_usd": 0.0123,
+        "input_tokens": 1200,
+        "output_tokens": 345,
+    }
+    assert "metrics" not in out.task("plain")  # stdout is read only with metrics: stdout-json
+
+
+def test_budget_stops_new_starts_and_skips_the_rest(tmp_path: Path) -> None:
+    plan = """
+    budget: {max_cost_usd: 5}
+    tasks:
+      - {id: t1, cmd: "true"}
+      - {id: t2, cmd: "true"}
+      - {id: t3, cmd: "true"}
+      - {id: t4, cmd: "true"}
+    """
+    spend = [Step(1, 0, metrics='{"cost_usd": 2}\n')]
+    out = run_plan(tmp_path, plan, {t: spend for t in ("t1", "t2", "t3", "t4")}, max_parallel=1)
+    assert out.statuses() == {"t1": "SUCCESS", "t2": "SUCCESS", "t3": "SUCCESS", "t4": "SKIPPED"}
+    assert out.task("t4")["skip_reason"] == "budget_exceeded"
+    assert out.status is RunStatus.FAILED
+    assert out.state["metrics"]["cost_usd"] == 6

@@ -273,7 +273,8 @@ def _run_on_a_pty(orch: Orch, *args: str) -> Tuple[int, str, bytes]:
         screen += chunk
     os.close(master)
     assert proc.stdout is not None
-    out = proc.stdout.read().decode()
+    with proc.stdout:
+        out = proc.stdout.read().decode()
     return proc.wait(timeout=60), out, bytes(screen)
 
 

@@ -35,7 +35,8 @@ Modes, for plans and tests (T = tools/fake_agent.py):
                                               "E: boom", exit 75 (--quiet drops the agent's own
                                               "[fake-agent]" lines; without it they stay)
   T test --fail-unless-exists .work/fixed     the fix loop: exit 1 until the marker exists ...
-  T fix --produce .work/fixed                 ... which the fix step writes
+  T fix --produce .work/fixed                 ... which the fix step writes (with
+        --broken-if-env FIX_BROKEN              FIX_BROKEN=1 it only pretends: the red run)
   T test --fail-always --fail-attempts 1      fail on the first attempt only
 
 --fail-attempts K limits every simulated failure (--fail-always, --fail-rate, --rate-limit,
@@ -146,6 +147,12 @@ def _add_output(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATH",
         help="say 'wrote PATH' but write nothing (a simulated failure; repeatable)",
+    )
+    p.add_argument(
+        "--broken-if-env",
+        metavar="VAR",
+        help="when the environment variable VAR is set and not empty, --produce only pretends "
+        "(a fix that does not work, for the red run of a fix loop)",
     )
     p.add_argument(
         "--spam-bytes",
@@ -401,8 +408,10 @@ class _Agent:
             return 1
         self.work()
         try:
+            broken = bool(args.broken_if_env and os.environ.get(args.broken_if_env))
             for path in args.produce:
-                _produce(path, sub)
+                if not broken:
+                    _produce(path, sub)
                 self.note(f"wrote {path}")
             for path in args.pretend_produce:
                 if not self.failing:
