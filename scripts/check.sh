@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${ORCH_VENV:-.venv}
+case $venv in /*) ;; *) venv="$PWD/$venv" ;; esac
 python=${PYTHON:-python3}
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -18,7 +19,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 echo "== installing orch with its dev tools"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
-export PATH="$PWD/$venv/bin:$PATH"
+export PATH="$venv/bin:$PATH"
 
 echo "== ruff format --check ."
 ruff format --check .
