@@ -83,8 +83,27 @@ def _task_display_status(task: Mapping[str, Any], interrupted: bool) -> str:
     return INTERRUPTED if interrupted and status == "RUNNING" else status
 
 
-def display_counts(state: State, interrupted: bool) -> Dict[str, int]:
+def stored_counts(state: State) -> Dict[str, int]:
+    """Tasks per stored status: from the tasks, or from a summary read (store.read_summary)."""
+    tasks = tasks_of(state)
+    summary = state.get("task_counts")
+    if not tasks and isinstance(summary, Mapping):
+        return {str(k): int(v) for k, v in summary.items() if isinstance(v, int)}
     counts: Dict[str, int] = {}
+    for task in tasks.values():
+        name = str(task.get("status") or "PENDING")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def display_counts(state: State, interrupted: bool) -> Dict[str, int]:
+    counts: Dict[str, int]
+    if not tasks_of(state) and isinstance(state.get("task_counts"), Mapping):
+        counts = stored_counts(state)
+        if interrupted and counts.get("RUNNING"):
+            counts[INTERRUPTED] = counts.pop("RUNNING")
+        return counts
+    counts = {}
     for task in tasks_of(state).values():
         status = _task_display_status(task, interrupted)
         counts[status] = counts.get(status, 0) + 1
@@ -523,9 +542,8 @@ def list_entry_json(
     status = effective_status(state, owner_alive)
     duration, _ = run_duration(state, status, owner_alive, now)
     counts = {name: 0 for name in TASK_STATUSES}
-    for task in tasks_of(state).values():
-        name = str(task.get("status") or "PENDING")
-        counts[name] = counts.get(name, 0) + 1
+    for name, number in stored_counts(state).items():
+        counts[name] = counts.get(name, 0) + number
     return {
         "run_id": state.get("run_id"),
         "status": state.get("status"),

@@ -29,7 +29,7 @@ from orch.store import RunStore
 
 __all__ = ["RunDirectoryGone", "Scheduler", "StopRequest", "recorded_outcome", "run_outcome"]
 
-_CANCEL_FILE_POLL_SEC = 0.1
+_CANCEL_FILE_POLL_SEC = 0.2
 _TICK_SEC = 0.5
 # Longest sleep while outputs are being collected (their end is not a runner event).
 _COLLECT_POLL_SEC = 0.01
@@ -158,6 +158,8 @@ class Scheduler:
         self._done = 0
         self._run_dir_id = _dir_id(store.run_dir)
         self._context_cache: Dict[str, str] = {}  # finished dependency -> its context JSON
+        # Tasks whose outcome was recorded but not yet fsynced (group commit, _start_ready).
+        self._unsynced: Set[str] = set()
         self._root_context_written = False
         base = dict(os.environ)
         self._base_env = base
@@ -312,8 +314,13 @@ class Scheduler:
                 self._stale_ready.discard(task_id)  # adopted: it runs already
                 continue
             task = self._tasks[task_id]
-            if task.depends_on or task_id in self._execution_attempts:
-                self._store.flush()  # the outcomes this start acts on are durable first
+            if self._unsynced and (
+                task_id in self._unsynced or any(d in self._unsynced for d in task.depends_on)
+            ):
+                # The outcomes this start acts on (its dependencies', or its own failed
+                # attempt for a retry) are made durable first; one fsync covers them all.
+                self._store.flush()
+                self._unsynced.clear()
             self._start(task)
 
     def _release_due_backoffs(self) -> None:
@@ -612,6 +619,7 @@ class Scheduler:
         next_attempt = self._execution_attempts[task.id] + 1
         delay = task.backoff_before(next_attempt, self._rand)
         self._store.update_task(task.id, {"status": TaskStatus.PENDING.value})
+        self._unsynced.add(task.id)
         heapq.heappush(self._backoff, (self._clock() + delay, self._order[task.id], task.id))
         self._progress.task_retrying(
             task.id,
@@ -655,6 +663,7 @@ class Scheduler:
         if task_id in self._execution_started:
             fields["duration_sec"] = round(result.ended_at - self._execution_started[task_id], 6)
         self._store.update_task(task_id, fields)
+        self._unsynced.add(task_id)
         self._done += 1
         shown = "" if status is TaskStatus.SUCCESS else policy.describe(result, task, missing or ())
         if note:
@@ -677,6 +686,7 @@ class Scheduler:
                 "canceled": status is TaskStatus.CANCELED,
             },
         )
+        self._unsynced.add(task_id)
         self._done += 1
         self._progress.task_finished(task_id, status.value, 0, 0.0, reason.value)
 

@@ -597,7 +597,53 @@ def list_runs(home: str) -> Tuple[List[Tuple[State, bool]], List[str]]:
     for name in names:
         run_dir = os.path.join(runs, name)
         try:
-            entries.append((read_state(run_dir), owner_alive(run_dir)))
+            entries.append((read_summary(run_dir), owner_alive(run_dir)))
         except StateError as err:
             skipped.append(f"orch: skipped run {name}: {err}")
     return entries, skipped
+
+
+# The boundary between the snapshot's head and its tasks (state.encode_state writes the head
+# first). Inside a JSON string a '"' is always escaped, so the text cannot occur earlier.
+_TASKS_MARK = b',"tasks":{'
+_HEAD_MAX = 1 << 20
+
+
+def read_summary(run_dir: str) -> State:
+    """The run's fields and ``task_counts`` without its tasks, when the snapshot alone is the
+    state (an empty journal: every finished run); else the whole state (read_state).
+
+    ``orch list`` of a home of 10,000-task runs reads a few KiB per run instead of megabytes.
+    """
+    layout = RunLayout(run_dir)
+    try:
+        journal = os.lstat(layout.journal)
+        if journal.st_size or not stat.S_ISREG(journal.st_mode):
+            return read_state(run_dir)  # replays it, or says what is wrong with it
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise StateError(f"{layout.journal}: cannot read: {err.strerror}") from None
+    try:
+        fd = os.open(layout.state, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return read_state(run_dir)  # it says what is wrong
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return read_state(run_dir)
+        prefix = os.read(fd, _HEAD_MAX)
+    finally:
+        os.close(fd)
+    end = prefix.find(_TASKS_MARK)
+    if end < 0:
+        return read_state(run_dir)
+    try:
+        head = json.loads(prefix[:end] + b"}")
+    except ValueError:
+        return read_state(run_dir)
+    if not isinstance(head, dict) or not isinstance(head.get("task_counts"), dict):
+        return read_state(run_dir)  # written before task_counts existed
+    head["tasks"] = {}
+    if head.get("schema_version") != SCHEMA_VERSION or state_problem(head):
+        return read_state(run_dir)
+    return cast(State, head)
