@@ -824,6 +824,8 @@ def _metrics_file_part(path: str, attempt: AttemptState) -> Tuple[Dict[str, floa
     """What the attempt appended to its ORCH_METRICS file (bounded read; absent: nothing)."""
     start = attempt.get("metrics_offset", 0)
     try:
+        if os.stat(path).st_size <= start:
+            return {}, 0  # the common case: the task wrote no metrics (a stat, not an open)
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(metrics.MAX_METRICS_BYTES)

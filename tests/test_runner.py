@@ -326,7 +326,9 @@ def test_attempt_is_its_own_session_and_group(tmp_path: Path) -> None:
     started = _started(runner, spec)
     assert started.pid is not None
     assert os.getpgid(started.pid) == started.pid and os.getsid(started.pid) == started.pid
-    assert started.identity is not None and started.identity == procs.identity(started.pid)
+    # Linux finds a live leader after a crash by its environment: no identity read per start.
+    expected = None if procs.HAVE_PROC else procs.identity(started.pid)
+    assert started.identity == expected
     assert runner.running() == 1 and runner.wait(0.05) == []
     procs.killpg(started.pid, signal.SIGTERM)  # not orch's signal: a death by signal
     result = _result(runner, "t1")
