@@ -40,8 +40,8 @@ __all__ = [
 
 ELLIPSIS = "…"
 
-# One palette for every terminal view (SGR codes). The Mermaid colours of the same statuses are
-# orch.graph.STATUS_COLORS (light fills, for a white page).
+# One palette for every terminal view (SGR codes). The Mermaid and DOT colours of the same
+# statuses are orch.graph.STATUS_COLORS (light fills for a white page, the same hues).
 STATUS_SGR = {
     "SUCCESS": "32",
     "FAILED": "31",

@@ -47,7 +47,7 @@ STATUS_COLORS: Dict[str, Tuple[str, str, str]] = {
     "SUCCESS": ("#d4edda", "#28a745", "#155724"),
     "FAILED": ("#f8d7da", "#dc3545", "#721c24"),
     "SKIPPED": ("#e2e3e5", "#6c757d", "#383d41"),
-    "CANCELED": ("#ffe5cc", "#fd7e14", "#7a3e00"),
+    "CANCELED": ("#f5d9f2", "#c026d3", "#701a75"),  # magenta, as in the terminal (_fmt)
     "RUNNING": ("#cce5ff", "#007bff", "#004085"),
     "PENDING": ("#ffffff", "#6c757d", "#212529"),
 }

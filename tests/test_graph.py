@@ -307,8 +307,8 @@ def test_dot_with_statuses() -> None:
         "    node [shape=box];\n"
         '    "a" [label="a\\nSUCCESS", style=filled, fillcolor="#d4edda", color="#28a745", '
         'fontcolor="#155724"];\n'
-        '    "b" [label="b\\nCANCELED", style=filled, fillcolor="#ffe5cc", color="#fd7e14", '
-        'fontcolor="#7a3e00"];\n'
+        '    "b" [label="b\\nCANCELED", style=filled, fillcolor="#f5d9f2", color="#c026d3", '
+        'fontcolor="#701a75"];\n'
         '    "c";\n'
         '    "a" -> "b";\n'
         "}\n"
