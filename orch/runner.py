@@ -31,6 +31,7 @@ from orch import procs
 __all__ = [
     "AttemptResult",
     "AttemptSpec",
+    "IdleWatch",
     "LocalRunner",
     "Runner",
     "Started",
@@ -425,6 +426,40 @@ def _reap(pid: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+# --------------------------------------------------------------------------- idle time
+
+
+class IdleWatch:
+    """Idle time of one attempt, read from the growth of its two log files (no pipe); every
+    runner uses it. ``fired`` says when ``limit`` seconds passed with no new byte on either
+    stream (output is seen at most _IDLE_CHECK_MAX late, so within a second of the limit)."""
+
+    __slots__ = ("check_at", "due", "limit", "sizes")
+
+    def __init__(
+        self, limit: float, now: float, sizes: Tuple[int, int], quiet: float = 0.0
+    ) -> None:
+        self.limit = limit
+        self.sizes = sizes
+        self.due = now + limit - quiet  # ``quiet``: seconds already idle (an adopted attempt)
+        self.check_at: Optional[float] = min(self.due, now + min(_IDLE_CHECK_MAX, limit / 2))
+
+    def fired(self, now: float, spec: AttemptSpec) -> bool:
+        """True once the attempt has been idle for its limit (checked only when due)."""
+        return self.check_at is not None and now >= self.check_at and self._check(now, spec)
+
+    def _check(self, now: float, spec: AttemptSpec) -> bool:
+        sizes = (_size(spec.stdout_path), _size(spec.stderr_path))
+        if sizes != self.sizes:
+            self.sizes = sizes
+            self.due = now + self.limit
+        elif now >= self.due:
+            self.check_at = None
+            return True
+        self.check_at = min(self.due, now + min(_IDLE_CHECK_MAX, self.limit / 2))
+        return False
+
+
 # --------------------------------------------------------------------------- local runner
 
 
@@ -434,10 +469,8 @@ class _Proc:
     __slots__ = (
         "canceled",
         "code",
-        "idle_at",
-        "idle_check_at",
+        "idle",
         "kill_at",
-        "last_sizes",
         "pid",
         "spec",
         "started",
@@ -450,19 +483,18 @@ class _Proc:
         self.pid = pid
         self.started = started
         self.wall_deadline = None if spec.timeout_sec is None else now + spec.timeout_sec
-        self.idle_at: Optional[float] = None
-        self.idle_check_at: Optional[float] = None
-        self.last_sizes = (started.stdout_offset, started.stderr_offset)
+        self.idle: Optional[IdleWatch] = None
         if spec.idle_timeout_sec is not None:
-            self.idle_at = now + spec.idle_timeout_sec
-            self.idle_check_at = now + min(_IDLE_CHECK_MAX, spec.idle_timeout_sec / 2)
+            offsets = (started.stdout_offset, started.stderr_offset)
+            self.idle = IdleWatch(spec.idle_timeout_sec, now, offsets)
         self.kill_at: Optional[float] = None  # set once SIGTERM was sent
         self.code: Optional[int] = None  # the leader's returncode once reaped
         self.timed_out_by: Optional[str] = None
         self.canceled = False
 
     def next_event(self) -> Optional[float]:
-        times = [t for t in (self.wall_deadline, self.idle_check_at, self.kill_at) if t is not None]
+        idle = self.idle.check_at if self.idle is not None else None
+        times = [t for t in (self.wall_deadline, idle, self.kill_at) if t is not None]
         if self.code is not None:
             times.append(time.monotonic() + _GROUP_POLL)
         return min(times) if times else None
@@ -580,22 +612,9 @@ class LocalRunner:
         if proc.wall_deadline is not None and now >= proc.wall_deadline:
             proc.timed_out_by = "timeout_sec"
             self._terminate(proc)
-        elif proc.idle_check_at is not None and now >= proc.idle_check_at:
-            self._check_idle(proc, now)
-
-    def _check_idle(self, proc: _Proc, now: float) -> None:
-        assert proc.idle_at is not None and proc.spec.idle_timeout_sec is not None
-        idle = proc.spec.idle_timeout_sec
-        sizes = (_size(proc.spec.stdout_path), _size(proc.spec.stderr_path))
-        if sizes != proc.last_sizes:
-            proc.last_sizes = sizes
-            proc.idle_at = now + idle
-        elif now >= proc.idle_at:
+        elif proc.idle is not None and proc.idle.fired(now, proc.spec):
             proc.timed_out_by = "idle_timeout_sec"
-            proc.idle_check_at = None
             self._terminate(proc)
-            return
-        proc.idle_check_at = min(proc.idle_at, now + min(_IDLE_CHECK_MAX, idle / 2))
 
     def _leader_exited(self, proc: _Proc) -> None:
         self._watch.remove(proc.pid)

@@ -38,7 +38,7 @@ from typing import IO, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequ
 from orch.errors import UsageError
 from orch.layout import RunLayout
 from orch.model import SlurmOptions
-from orch.runner import AttemptResult, AttemptSpec, Started, failed_result
+from orch.runner import AttemptResult, AttemptSpec, IdleWatch, Started, failed_result
 from orch.state import RunState
 
 __all__ = [
@@ -108,8 +108,6 @@ _FILE_CHECK_MIN = 0.02
 _FILE_CHECK_MAX = 0.25
 _FILE_CHECK_FACTOR = 0.1
 _FILE_CHECK_QUEUED = 0.1
-# Idle time is read from the logs' sizes at most this far apart (the one-second promise).
-_IDLE_CHECK_MAX = 0.5
 # A job Slurm says ended gets this long for its exit file to show (a shared filesystem's
 # attribute cache may lag behind the node that wrote it); less when orch ended it, since a
 # command KILLed at the end of the grace period writes none.
@@ -396,11 +394,9 @@ class _Job:
     __slots__ = (
         "canceled",
         "ended_seen",
-        "idle_at",
-        "idle_check_at",
+        "idle",
         "kill_at",
         "killed_at",
-        "last_sizes",
         "name",
         "next_file_check",
         "resend_at",
@@ -424,9 +420,7 @@ class _Job:
         self.running = False  # the command has started (the .run marker, or squeue)
         self.running_since: Optional[float] = None  # when orch saw that
         self.wall_deadline: Optional[float] = None
-        self.idle_at: Optional[float] = None
-        self.idle_check_at: Optional[float] = None
-        self.last_sizes = (started.stdout_offset, started.stderr_offset)
+        self.idle: Optional[IdleWatch] = None  # set once the command runs
         self.kill_at: Optional[float] = None  # TERM sent: when the grace period ends
         self.killed_at: Optional[float] = None  # the final scancel went out
         self.resend_at: Optional[float] = None
@@ -725,9 +719,7 @@ class SlurmRunner:
                 times = [t for t in map(_mtime, (spec.stdout_path, spec.stderr_path)) if t]
                 last = max([mark, *times])
             quiet = min(max(0.0, wall_now - last), since_submit)
-            job.last_sizes = sizes
-            job.idle_at = now + spec.idle_timeout_sec - quiet
-            job.idle_check_at = now
+            job.idle = IdleWatch(spec.idle_timeout_sec, now, sizes, quiet)
 
     def _check_limits(self, job: _Job, now: float) -> None:
         if job.killed_at is not None:
@@ -744,22 +736,9 @@ class SlurmRunner:
         if job.wall_deadline is not None and now >= job.wall_deadline:
             job.timed_out_by = "timeout_sec"
             self._terminate(job, now)
-        elif job.idle_check_at is not None and now >= job.idle_check_at:
-            self._check_idle(job, now)
-
-    def _check_idle(self, job: _Job, now: float) -> None:
-        assert job.idle_at is not None and job.spec.idle_timeout_sec is not None
-        idle = job.spec.idle_timeout_sec
-        sizes = (_size(job.spec.stdout_path), _size(job.spec.stderr_path))
-        if sizes != job.last_sizes:
-            job.last_sizes = sizes
-            job.idle_at = now + idle
-        elif now >= job.idle_at:
+        elif job.idle is not None and job.idle.fired(now, job.spec):
             job.timed_out_by = "idle_timeout_sec"
-            job.idle_check_at = None
             self._terminate(job, now)
-            return
-        job.idle_check_at = min(job.idle_at, now + min(_IDLE_CHECK_MAX, idle / 2))
 
     def _terminate(self, job: _Job, now: float) -> None:
         if not job.running:
@@ -783,7 +762,8 @@ class SlurmRunner:
             times.append(self._next_poll)
         for job in self._jobs.values():
             times.append(job.next_file_check)
-            for t in (job.wall_deadline, job.idle_check_at, job.kill_at, job.resend_at):
+            idle = job.idle.check_at if job.idle is not None else None
+            for t in (job.wall_deadline, idle, job.kill_at, job.resend_at):
                 if t is not None:
                     times.append(t)
             if job.ended_seen is not None:
