@@ -72,7 +72,6 @@ def start_run(
     bases = workspace.check_plan(plan, workdir)
 
     def make_state(run_id: str, run_dir: str) -> RunState:
-        layout = RunLayout(run_dir)
         state = initial_run_state(
             plan,
             run_id=run_id,
@@ -84,9 +83,6 @@ def start_run(
             max_parallel=max_parallel,
             fail_fast=fail_fast,
             now=store_mod.now_iso(),
-            log_paths={
-                t.id: (layout.stdout_log(t.id), layout.stderr_log(t.id)) for t in plan.tasks
-            },
         )
         state["executor"] = executor  # a resume keeps it, unless --executor says otherwise
         return workspace.with_bases(state, bases)
@@ -241,9 +237,7 @@ def _adopt_edited_plan(
         if task.id in tasks:
             new_tasks[task.id] = tasks[task.id]
         else:
-            new_tasks[task.id] = initial_task_state(
-                task, layout.stdout_log(task.id), layout.stderr_log(task.id)
-            )
+            new_tasks[task.id] = initial_task_state(task, layout)
     run.state["tasks"] = new_tasks
     run.state["plan_version"] = version + 1
     # A snapshot now: journal records about the added tasks must never precede their entry.
@@ -473,6 +467,10 @@ def _recover_interrupted(
     with the slurm executor) the attempts that are Slurm jobs stay open and RUNNING instead:
     returned, for the scheduler to take over; every other job of the run is ended.
     """
+    if run.state["status"] in _FINAL:
+        # Its last session ended cleanly, every attempt recorded: nothing can be left running,
+        # so no /proc hunt and no squeue call for a `resume --rerun` of a finished run.
+        return set()
     tasks = run.state["tasks"]
     jobs = {
         task_id: str(entry["history"][-1]["job_id"])

@@ -535,18 +535,28 @@ def _check_plan(ctx: _Ctx, data: Any) -> Optional[Plan]:
     )
 
 
-def _check_path_string(ctx: _Ctx, path: _Path, value: Any, tid: Optional[str]) -> Optional[str]:
-    name = str(path[-1])
+def _non_empty_string(
+    ctx: _Ctx, path: _Path, value: Any, tid: Optional[str], name: str, what: str
+) -> Optional[str]:
+    """``value`` if it is a non-empty string, else None with the problem recorded."""
     if not isinstance(value, str):
-        ctx.add(path, tid, _not_a_string(ctx, path, value, name, "a non-empty string"))
+        ctx.add(path, tid, _not_a_string(ctx, path, value, name, what))
         return None
     if not value:
-        ctx.add(path, tid, f"{name} must be a non-empty string, got an empty string")
-        return None
-    if "\0" in value:
-        ctx.add(path, tid, f"{name} must not contain a NUL character")
+        ctx.add(path, tid, f"{name} must be {what}, got an empty string")
         return None
     return value
+
+
+def _check_path_string(ctx: _Ctx, path: _Path, value: Any, tid: Optional[str]) -> Optional[str]:
+    name = str(path[-1])
+    text = _non_empty_string(ctx, path, value, tid, name, "a non-empty string")
+    if text is None:
+        return None
+    if "\0" in text:
+        ctx.add(path, tid, f"{name} must not contain a NUL character")
+        return None
+    return text
 
 
 # --- one task ---------------------------------------------------------------------------------
@@ -957,24 +967,21 @@ def _check_enum(ctx: _Ctx, path: _Path, value: Any, tid: Optional[str]) -> Optio
 
 
 def _check_pool(ctx: _Ctx, path: _Path, value: Any, tid: Optional[str]) -> Optional[str]:
-    if not isinstance(value, str):
-        ctx.add(path, tid, _not_a_string(ctx, path, value, "pool", "a pool name"))
-        return None
-    if not value:
-        ctx.add(path, tid, "pool must be a pool name, got an empty string")
+    pool = _non_empty_string(ctx, path, value, tid, "pool", "a pool name")
+    if pool is None:
         return None
     known = ctx.pools
-    if known is None or value in known:
-        return value  # a broken `pools` is reported there; do not pile on
-    message = f"pool {_quote(value)} is not defined in pools"
+    if known is None or pool in known:
+        return pool  # a broken `pools` is reported there; do not pile on
+    message = f"pool {_quote(pool)} is not defined in pools"
     if not known:
-        message = f"pool {_quote(value)} is not defined: add it to the top-level pools"
-        message += f" (pools: {{{value}: N}})" if _valid_id(value) else ""
+        message = f"pool {_quote(pool)} is not defined: add it to the top-level pools"
+        message += f" (pools: {{{pool}: N}})" if _valid_id(pool) else ""
     else:
-        close = next((name for name in known if name.lower() == value.lower()), None)
+        close = next((name for name in known if name.lower() == pool.lower()), None)
         if close is None and ctx.suggestion_budget >= len(known):
             ctx.suggestion_budget -= len(known)
-            matches = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
+            matches = difflib.get_close_matches(pool, list(known), n=1, cutoff=0.6)
             close = matches[0] if matches else None
         if close is not None:
             message += f" (did you mean {_quote(close)}?)"
@@ -986,13 +993,7 @@ def _check_pool(ctx: _Ctx, path: _Path, value: Any, tid: Optional[str]) -> Optio
 
 def _check_worktree_from(ctx: _Ctx, path: _Path, value: Any, tid: Optional[str]) -> Optional[str]:
     """Type only; which task it names is checked across tasks (``_check_worktrees``)."""
-    if not isinstance(value, str):
-        ctx.add(path, tid, _not_a_string(ctx, path, value, "worktree_from", "a task id"))
-        return None
-    if not value:
-        ctx.add(path, tid, "worktree_from must be a task id, got an empty string")
-        return None
-    return value
+    return _non_empty_string(ctx, path, value, tid, "worktree_from", "a task id")
 
 
 def _check_retry_on(

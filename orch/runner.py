@@ -36,6 +36,7 @@ __all__ = [
     "Runner",
     "Started",
     "failed_result",
+    "file_size",
 ]
 
 # Poll interval while an ending attempt's group drains after its leader exited.
@@ -151,10 +152,11 @@ def failed_result(
 # --------------------------------------------------------------------------- spawning
 
 
-def _size(path: str) -> int:
+def file_size(path: str) -> int:
+    """A log's (or metrics file's) size; 0 while it does not exist."""
     try:
         return os.stat(path).st_size
-    except FileNotFoundError:
+    except OSError:
         return 0
 
 
@@ -449,7 +451,7 @@ class IdleWatch:
         return self.check_at is not None and now >= self.check_at and self._check(now, spec)
 
     def _check(self, now: float, spec: AttemptSpec) -> bool:
-        sizes = (_size(spec.stdout_path), _size(spec.stderr_path))
+        sizes = (file_size(spec.stdout_path), file_size(spec.stderr_path))
         if sizes != self.sizes:
             self.sizes = sizes
             self.due = now + self.limit
@@ -514,7 +516,7 @@ class LocalRunner:
 
     def start(self, spec: AttemptSpec) -> Union[Started, AttemptResult]:
         started_at = time.time()
-        offsets = (_size(spec.stdout_path), _size(spec.stderr_path))
+        offsets = (file_size(spec.stdout_path), file_size(spec.stderr_path))
         spawned = self._spawner.spawn(spec)
         if isinstance(spawned, str):
             return failed_result(spawned, started_at, offsets)

@@ -23,7 +23,7 @@ from orch.graph import Outcome, Readiness
 from orch.layout import RunLayout
 from orch.model import Plan, RunStatus, SkipReason, Task, TaskStatus
 from orch.progress import Progress
-from orch.runner import AttemptResult, AttemptSpec, Runner, Started, failed_result
+from orch.runner import AttemptResult, AttemptSpec, Runner, Started, failed_result, file_size
 from orch.state import AttemptState, RunState, no_result
 from orch.store import RunStore
 
@@ -356,7 +356,7 @@ class Scheduler:
         spec = self._spec(task, number)
         started: Any
         # Before the start: what the attempt appends from here on is its own.
-        grown = _file_size(self._layout.metrics(task.id))
+        grown = file_size(self._layout.metrics(task.id))
         try:
             self._write_context(task, number, spec.env["ORCH_CONTEXT"])
         except OSError as err:
@@ -832,10 +832,3 @@ def _metrics_file_part(path: str, attempt: AttemptState) -> Tuple[Dict[str, floa
     except OSError:
         return {}, 0
     return metrics.from_metrics_lines(data)
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0

@@ -38,7 +38,14 @@ from typing import IO, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequ
 from orch.errors import UsageError
 from orch.layout import RunLayout
 from orch.model import SlurmOptions
-from orch.runner import AttemptResult, AttemptSpec, IdleWatch, Started, failed_result
+from orch.runner import (
+    AttemptResult,
+    AttemptSpec,
+    IdleWatch,
+    Started,
+    failed_result,
+    file_size,
+)
 from orch.state import RunState
 
 __all__ = [
@@ -365,13 +372,6 @@ def _quiet(argv: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- the runner
 
 
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
 def _mtime(path: str) -> Optional[float]:
     try:
         return os.stat(path).st_mtime
@@ -472,7 +472,7 @@ class SlurmRunner:
 
     def start(self, spec: AttemptSpec) -> Union[Started, AttemptResult]:
         started_at = time.time()
-        offsets = (_size(spec.stdout_path), _size(spec.stderr_path))
+        offsets = (file_size(spec.stdout_path), file_size(spec.stderr_path))
         error = _precheck(spec)
         if error is not None:
             return failed_result(error, started_at, offsets)
@@ -713,7 +713,7 @@ class SlurmRunner:
         if spec.timeout_sec is not None:
             job.wall_deadline = now + spec.timeout_sec - elapsed
         if spec.idle_timeout_sec is not None:
-            sizes = (_size(spec.stdout_path), _size(spec.stderr_path))
+            sizes = (file_size(spec.stdout_path), file_size(spec.stderr_path))
             last = mark
             if sizes != (job.started.stdout_offset, job.started.stderr_offset):
                 times = [t for t in map(_mtime, (spec.stdout_path, spec.stderr_path)) if t]

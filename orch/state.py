@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, TypedDict
 
+from orch.layout import RunLayout
 from orch.model import Plan, RunStatus, Task, TaskStatus
 
 __all__ = [
@@ -31,8 +32,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-class AttemptState(TypedDict, total=False):
-    attempt: int
+class _Result(TypedDict, total=False):
+    """How a task or one of its attempts ended: the same keys, the same meaning, in both."""
+
     started_at: Optional[str]
     ended_at: Optional[str]
     duration_sec: Optional[float]
@@ -42,6 +44,10 @@ class AttemptState(TypedDict, total=False):
     timed_out_by: Optional[str]
     canceled: bool
     error: Optional[str]
+
+
+class AttemptState(_Result, total=False):
+    attempt: int
     pid: Optional[int]
     identity: Optional[str]
     stdout_offset: int
@@ -52,20 +58,11 @@ class AttemptState(TypedDict, total=False):
     metrics_offset: int  # size of the task's ORCH_METRICS file when the attempt began
 
 
-class TaskState(TypedDict, total=False):
+class TaskState(_Result, total=False):
     status: str
     depends_on: List[str]
     cmd: List[str]
     attempts: int
-    started_at: Optional[str]
-    ended_at: Optional[str]
-    duration_sec: Optional[float]
-    exit_code: Optional[int]
-    signal: Optional[int]
-    timed_out: bool
-    timed_out_by: Optional[str]
-    canceled: bool
-    error: Optional[str]
     skip_reason: Optional[str]
     stdout_path: Optional[str]
     stderr_path: Optional[str]
@@ -141,8 +138,8 @@ def no_result() -> Dict[str, Any]:
     }
 
 
-def initial_task_state(task: Task, stdout_path: str, stderr_path: str) -> TaskState:
-    """A task's state before it ever ran."""
+def initial_task_state(task: Task, layout: RunLayout) -> TaskState:
+    """A task's state before it ever ran, its logs where ``layout`` puts them."""
     entry: TaskState = {
         "status": TaskStatus.PENDING.value,
         "depends_on": list(task.depends_on),
@@ -150,8 +147,8 @@ def initial_task_state(task: Task, stdout_path: str, stderr_path: str) -> TaskSt
         "attempts": 0,
         "started_at": None,
         "skip_reason": None,
-        "stdout_path": stdout_path,
-        "stderr_path": stderr_path,
+        "stdout_path": layout.stdout_log(task.id),
+        "stderr_path": layout.stderr_log(task.id),
         "artifact_paths": [],
         "artifacts": [],
         "missing_outputs": [],
@@ -174,9 +171,9 @@ def initial_run_state(
     max_parallel: int,
     fail_fast: bool,
     now: str,
-    log_paths: Mapping[str, Tuple[str, str]],
 ) -> RunState:
-    """The state of a run that was just created; ``log_paths``: task id -> (stdout, stderr)."""
+    """The state of a run that was just created in ``run_dir``."""
+    layout = RunLayout(run_dir)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -194,7 +191,7 @@ def initial_run_state(
         "max_parallel": max_parallel,
         "fail_fast": fail_fast,
         "journal_seq": 0,
-        "tasks": {t.id: initial_task_state(t, *log_paths[t.id]) for t in plan.tasks},
+        "tasks": {t.id: initial_task_state(t, layout) for t in plan.tasks},
     }
 
 

@@ -32,7 +32,15 @@ if str(REPO) not in sys.path:
 
 from orch.store import list_runs, owner_alive, read_state  # noqa: E402
 
-__all__ = ["CrashLoopFailure", "crash_loop", "live_processes_of_run", "main"]
+__all__ = [
+    "CrashLoopFailure",
+    "alive",
+    "crash_loop",
+    "live_processes_of_run",
+    "main",
+    "orch_env",
+    "yaml_quote",
+]
 
 # `$$` is the task's leader: the pid orch records for the attempt. Each instance holds flock
 # on lock.<id> for as long as it (or its `sleep`) lives: finding it taken means an earlier
@@ -65,7 +73,7 @@ def _plan(rng: random.Random) -> str:
         extra = _FLAKY if task_id == "f" else ""
         cmd = _TASK.format(id=task_id, sleep=sleep, extra=extra)
         lines.append(f"  - id: {task_id}")
-        lines.append(f"    cmd: [sh, -c, {_quote(cmd)}]")
+        lines.append(f"    cmd: [sh, -c, {yaml_quote(cmd)}]")
         if depends_on:
             lines.append(f"    depends_on: [{', '.join(depends_on)}]")
         if task_id == "f":
@@ -74,12 +82,13 @@ def _plan(rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _quote(text: str) -> str:
+def yaml_quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _env(root: Path) -> Dict[str, str]:
-    env = dict(os.environ)
+def orch_env(root: Path, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment of the soaked orch processes (``base``: default this process's)."""
+    env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("ORCH_HOME", None)
     env["NO_COLOR"] = "1"
@@ -90,7 +99,7 @@ def _env(root: Path) -> Dict[str, str]:
     return env
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,7 +126,7 @@ def live_processes_of_run(run_id: str) -> List[int]:
                 environ = f.read().split(b"\0")
         except OSError:
             continue
-        if wanted in environ and _alive(int(name)):
+        if wanted in environ and alive(int(name)):
             found.append(int(name))
     return found
 
@@ -145,7 +154,7 @@ class _Iteration:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "orch", *args, "--home", str(self.home)],
                 cwd=str(self.workdir),
-                env=_env(self.home.parent),
+                env=orch_env(self.home.parent),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -232,7 +241,7 @@ class _Iteration:
         deadline = time.monotonic() + 5
         pids = [h["pid"] for e in tasks.values() for h in e["history"] if h.get("pid")]
         while True:
-            left = live_processes_of_run(self.run_id) + [p for p in pids if _alive(p)]
+            left = live_processes_of_run(self.run_id) + [p for p in pids if alive(p)]
             if not left:
                 return
             if time.monotonic() > deadline:

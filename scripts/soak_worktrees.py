@@ -44,6 +44,10 @@ if str(REPO) not in sys.path:
 
 from orch.store import owner_alive, read_state  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The crash soak's harness: the YAML quoting, orch's environment, the liveness checks.
+from soak_crash import alive, live_processes_of_run, orch_env, yaml_quote  # noqa: E402
+
 __all__ = ["WorktreeSoakFailure", "git_env", "main", "worktree_soak"]
 
 # In the worktree first, then in the log: a token in the log was written to the worktree.
@@ -111,13 +115,13 @@ def _make_repo(repo: Path, rng: random.Random, env: Dict[str, str]) -> None:
 
 def _plan(rng: random.Random, tokens: Path) -> str:
     deps = {"a": [], "b": [], "c": ["a"], "d": ["b"]}
-    lines = ["defaults:", "  workspace: worktree", f"  env: {{TOKENS: {_quote(str(tokens))}}}"]
+    lines = ["defaults:", "  workspace: worktree", f"  env: {{TOKENS: {yaml_quote(str(tokens))}}}"]
     lines.append("tasks:")
     for task_id, depends_on in deps.items():
         sleep = f"{rng.uniform(0.0, 0.15):.3f}"
         extra = _FLAKY if task_id == "d" else "true"
         lines.append(f"  - id: {task_id}")
-        lines.append(f"    cmd: [sh, -c, {_quote(_AGENT.format(sleep=sleep, extra=extra))}]")
+        lines.append(f"    cmd: [sh, -c, {yaml_quote(_AGENT.format(sleep=sleep, extra=extra))}]")
         if depends_on:
             lines.append(f"    depends_on: [{', '.join(depends_on)}]")
         if task_id == "c":
@@ -125,53 +129,6 @@ def _plan(rng: random.Random, tokens: Path) -> str:
         if task_id == "d":
             lines.append("    retries: 1")
     return "\n".join(lines) + "\n"
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _orch_env(root: Path) -> Dict[str, str]:
-    env = git_env(root)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("ORCH_HOME", None)
-    env["NO_COLOR"] = "1"
-    env["ORCH_GRACE_SEC"] = "1"
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
-    return env
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return not os.path.isdir("/proc/self")
-    return raw[raw.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
-
-
-def _processes_of_run(run_id: str) -> List[int]:
-    """Live processes whose environment names the run (Linux; elsewhere always [])."""
-    wanted = b"ORCH_RUN_ID=" + run_id.encode()
-    found = []
-    for name in os.listdir("/proc") if os.path.isdir("/proc/self") else []:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:
-            continue
-        if wanted in environ and _alive(int(name)):
-            found.append(int(name))
-    return found
 
 
 class _Iteration:
@@ -218,7 +175,7 @@ class _Iteration:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "orch", *args, "--home", str(self.home)],
                 cwd=str(self.repo),
-                env=_orch_env(self.root),
+                env=orch_env(self.root, git_env(self.root)),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -350,7 +307,7 @@ class _Iteration:
         ]
         deadline = time.monotonic() + 5
         while True:
-            left = _processes_of_run(self.run_id) + [p for p in pids if _alive(p)]
+            left = live_processes_of_run(self.run_id) + [p for p in pids if alive(p)]
             if not left:
                 return
             if time.monotonic() > deadline:

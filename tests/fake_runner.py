@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from orch import store as store_mod
-from orch.layout import RunLayout
 from orch.model import Plan, RunStatus
 from orch.plan import parse_plan
 from orch.progress import Progress
@@ -216,7 +215,6 @@ def run_plan(
     workdir.mkdir(parents=True, exist_ok=True)
 
     def make_state(run_id: str, run_dir: str) -> RunState:
-        layout = RunLayout(run_dir)
         assert isinstance(plan, Plan)
         return initial_run_state(
             plan,
@@ -229,9 +227,6 @@ def run_plan(
             max_parallel=max_parallel,
             fail_fast=fail_fast,
             now=store_mod.now_iso(),
-            log_paths={
-                t.id: (layout.stdout_log(t.id), layout.stderr_log(t.id)) for t in plan.tasks
-            },
         )
 
     run = store_mod.create_run(str(tmp / "home"), b"", make_state)

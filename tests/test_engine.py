@@ -434,3 +434,29 @@ def test_bad_numeric_arguments_exit_2_with_one_line(orch: Orch) -> None:
         assert proc.returncode == 2, args
         assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (orch.home / "runs").exists()
+
+
+def test_every_task_gets_a_readable_orch_context(orch: Orch) -> None:
+    # Tasks without dependencies share one context file; a task with some gets its own.
+    show = 'import json, os; d = json.load(open(os.environ["ORCH_CONTEXT"])); print(json.dumps(d))'
+    plan = orch.plan(
+        f"""
+        tasks:
+          - id: first
+            cmd: ["{PYTHON}", "-c", {json.dumps(show)}]
+          - id: second
+            cmd: ["{PYTHON}", "-c", {json.dumps(show)}]
+          - id: after
+            cmd: ["{PYTHON}", "-c", {json.dumps(show)}]
+            depends_on: [first]
+        """
+    )
+    proc = orch.run("run", plan)
+    assert proc.returncode == 0, proc.stderr
+    run_id = run_id_of(proc.stdout)
+    tasks = orch.state(run_id)["tasks"]
+    seen = {t: json.loads(Path(tasks[t]["stdout_path"]).read_text()) for t in tasks}
+    for root in ("first", "second"):
+        assert seen[root]["run_id"] == run_id and seen[root]["dependencies"] == {}
+    assert seen["after"]["task_id"] == "after" and seen["after"]["attempt"] == 1
+    assert seen["after"]["dependencies"]["first"]["status"] == "SUCCESS"
