@@ -504,15 +504,21 @@ def _recover_interrupted(
         history = entry["history"]
         if task_id in adopted:
             continue
-        if history and history[-1].get("ended_at") is None:
-            run.update_attempt(task_id, {"ended_at": now, "error": "interrupted"})
-        if entry["status"] == TaskStatus.RUNNING.value and not canceled:
+        open_attempt = bool(history) and history[-1].get("ended_at") is None
+        running = entry["status"] == TaskStatus.RUNNING.value and not canceled
+        if open_attempt or running:
             run.update_task(
                 task_id,
-                {"status": TaskStatus.FAILED.value, "error": "interrupted", "ended_at": now},
+                _interrupted(now) if running else None,
+                attempt_fields={"ended_at": now, "error": "interrupted"} if open_attempt else None,
             )
     run.flush()
     return adopted
+
+
+def _interrupted(now: str) -> Dict[str, Any]:
+    """A RUNNING task whose attempt no orch watched to its end: FAILED, so that it runs again."""
+    return {"status": TaskStatus.FAILED.value, "error": "interrupted", "ended_at": now}
 
 
 def _keep_adoptable(
@@ -537,10 +543,8 @@ def _keep_adoptable(
         )
         now = store_mod.now_iso()
         for task_id in dropped:
-            run.update_attempt(task_id, {"ended_at": now, "error": "interrupted"})
             run.update_task(
-                task_id,
-                {"status": TaskStatus.FAILED.value, "error": "interrupted", "ended_at": now},
+                task_id, _interrupted(now), attempt_fields={"ended_at": now, "error": "interrupted"}
             )
         run.flush()
     return adopted - dropped

@@ -20,7 +20,7 @@ from __future__ import annotations
 import signal
 import sys
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from orch import _fmt
 from orch._fmt import format_duration, format_timestamp
@@ -337,17 +337,25 @@ def fit_table(
     still does not fit (a very narrow terminal) has its lines cut at the width.
     """
     natural = [_fmt.display_width(c.title) for c in columns]
-    for row in rows:
-        for i, cell in enumerate(row):
-            w = _fmt.display_width(cell)
-            if w > natural[i]:
-                natural[i] = w
+    ascii_columns = []
+    for i, cells in enumerate(zip(*rows)):
+        if "".join(cells).isascii():  # a column's widths at C speed (10,000-task runs)
+            ascii_columns.append(i)
+            natural[i] = max(natural[i], max(map(len, cells)))
+        else:
+            natural[i] = max(natural[i], max(map(_fmt.display_width, cells)))
     keep = list(range(len(columns)))
     widths = list(natural)
     if width is not None:
         keep, widths = _fit_widths(columns, natural, width)
     lines = [_row([columns[i].title for i in keep], keep, widths, columns, None, False)]
-    lines.extend(_row([r[i] for i in keep], keep, widths, columns, status_col, color) for r in rows)
+    if len(ascii_columns) == len(columns) and all(widths[i] >= natural[i] for i in keep):
+        # Every cell fits its column and is ASCII: one format per row, no cell measured again.
+        lines.extend(_ascii_rows(rows, keep, widths, columns, status_col, color))
+    else:
+        lines.extend(
+            _row([r[i] for i in keep], keep, widths, columns, status_col, color) for r in rows
+        )
     if width is not None and sum(widths[i] for i in keep) + len(_GAP) * (len(keep) - 1) > width:
         lines = [_fit_painted(line, width) for line in lines]
     return lines
@@ -405,6 +413,34 @@ def _row(
             padded = _fmt.paint(text, text, True) + padded[len(text) :]
         out.append(padded)
     return _GAP.join(out).rstrip()
+
+
+def _ascii_rows(
+    rows: Sequence[Sequence[str]],
+    keep: Sequence[int],
+    widths: Sequence[int],
+    columns: Sequence[Column],
+    status_col: Optional[int],
+    color: bool,
+) -> Iterator[str]:
+    """What ``_row`` gives for rows of ASCII cells that all fit their column, faster."""
+    painted = status_col if color and status_col in keep else None
+    specs = []
+    for n, i in enumerate(keep):
+        if n == len(keep) - 1 or i == painted:
+            specs.append("{}")  # the last column is ragged; the painted one is padded below
+        else:
+            align = ">" if columns[i].right else "<"
+            specs.append(f"{{:{align}{widths[i]}}}")
+    line = _GAP.join(specs)
+    for row in rows:
+        cells = [row[i] for i in keep]
+        if painted is not None:
+            at = keep.index(painted)
+            cell = cells[at]
+            gap = "" if at == len(keep) - 1 else " " * (widths[painted] - len(cell))
+            cells[at] = _fmt.paint(cell, cell, True) + gap
+        yield line.format(*cells).rstrip()
 
 
 def _fit_painted(line: str, width: int) -> str:

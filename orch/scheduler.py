@@ -23,13 +23,23 @@ from orch.graph import Outcome, Readiness
 from orch.layout import RunLayout
 from orch.model import Plan, RunStatus, SkipReason, Task, TaskStatus
 from orch.progress import Progress
-from orch.runner import AttemptResult, AttemptSpec, Runner, Started, failed_result, file_size
+from orch.runner import (
+    AttemptEnv,
+    AttemptResult,
+    AttemptSpec,
+    Runner,
+    Started,
+    failed_result,
+    file_size,
+)
 from orch.state import AttemptState, RunState, no_result
-from orch.store import RunStore
+from orch.store import RunStore, iso_time
 
 __all__ = ["RunDirectoryGone", "Scheduler", "StopRequest", "recorded_outcome", "run_outcome"]
 
 _CANCEL_FILE_POLL_SEC = 0.2
+# Distinct task environments kept (beyond them, each attempt builds its own).
+_SHARED_ENVS_MAX = 256
 _TICK_SEC = 0.5
 # Longest sleep while outputs are being collected (their end is not a runner event).
 _COLLECT_POLL_SEC = 0.01
@@ -47,10 +57,6 @@ class StopRequest:
 
 class RunDirectoryGone(Exception):
     """The run directory was removed under a live run: nothing can be recorded any more."""
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).astimezone().isoformat()
 
 
 def recorded_outcome(entry: Mapping[str, Any]) -> Outcome:
@@ -161,8 +167,11 @@ class Scheduler:
         # Tasks whose outcome was recorded but not yet fsynced (group commit, _start_ready).
         self._unsynced: Set[str] = set()
         self._root_context_written = False
-        base = dict(os.environ)
-        self._base_env = base
+        # Tasks whose ORCH_METRICS file may exist (a stat at each start of the others is saved).
+        self._metrics_seen: Set[str] = set()
+        self._base_env = dict(os.environ)
+        # (worktree?, the task's env) -> the environment every such attempt shares.
+        self._shared_envs: Dict[Tuple[bool, Tuple[Tuple[str, str], ...]], Dict[str, str]] = {}
         self._orch_env = {
             "ORCH_RUN_ID": store.run_id,
             "ORCH_RUN_DIR": store.run_dir,
@@ -186,13 +195,14 @@ class Scheduler:
                 self._release_due_backoffs()
                 self._start_ready()
                 self._report_released_waits()
-                # Group commit: records are written every round but fsynced only before
-                # something acts on them (a dependent or a retry starts: _start_ready; the
-                # run's outcome: the engine). Start records serve the recovery from orch's
-                # own death, which the page cache survives; a machine crash ends the tasks too.
+                # Group commit: the round's records (the ends reaped last round, the starts
+                # just made) are written with one write but fsynced only before something acts
+                # on them (a dependent or a retry starts: _start_ready; the run's outcome: the
+                # engine). Start records serve the recovery from orch's own death, which the
+                # page cache survives; a machine crash ends the tasks too.
                 self._store.flush(sync=False)
+                self._progress.flush()
                 self._wait_and_reap()
-                self._store.flush(sync=False)
                 if self._clock() >= next_tick:
                     self._check_run_dir()
                     self._report_pool_waits()
@@ -204,6 +214,7 @@ class Scheduler:
             self._runner.close()
             raise
         finally:
+            self._progress.flush()
             if self._collector is not None:
                 self._collector.shutdown(wait=True)
         return run_outcome(self._state, self._canceling)
@@ -258,7 +269,13 @@ class Scheduler:
         try:
             os.mkdir(self._layout.metrics_dir, 0o700)  # a run made before metrics existed
         except FileExistsError:
-            pass
+            present = set(os.listdir(self._layout.metrics_dir))
+            if present:  # an earlier session's tasks wrote metrics
+                self._metrics_seen = {
+                    t.id
+                    for t in self._plan.tasks
+                    if os.path.basename(self._layout.metrics(t.id)) in present
+                }
         for task in self._plan.tasks:
             entry = tasks[task.id]
             if task.id not in self._selected:
@@ -356,7 +373,7 @@ class Scheduler:
         spec = self._spec(task, number)
         started: Any
         # Before the start: what the attempt appends from here on is its own.
-        grown = file_size(self._layout.metrics(task.id))
+        grown = file_size(self._layout.metrics(task.id)) if task.id in self._metrics_seen else 0
         try:
             self._write_context(task, number, spec.env["ORCH_CONTEXT"])
         except OSError as err:
@@ -364,6 +381,7 @@ class Scheduler:
         else:
             refused = self._worktree_refused.pop(task.id, None)
             started = failed_result(refused) if refused else self._runner.start(spec)
+        started_iso = iso_time(started.started_at)
         fields: Dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": number}
         job_id = getattr(started, "job_id", None)
         if job_id is not None:
@@ -371,15 +389,14 @@ class Scheduler:
         if in_execution == 1:
             self._last_attempt[task.id] = number + task.retries
             self._execution_started[task.id] = started.started_at
-            fields["started_at"] = _iso(started.started_at)
-        self._store.update_task(task.id, fields)
-        attempt = _attempt_entry(number, started)
+            fields["started_at"] = started_iso
+        attempt = _attempt_entry(number, started, started_iso)
         if grown:
             attempt["metrics_offset"] = grown  # earlier attempts' lines are theirs
         plan_version = self._state.get("plan_version")
         if plan_version:
             attempt["plan_version"] = plan_version  # only after a `resume --plan` edit
-        self._store.add_attempt(task.id, attempt)
+        self._store.update_task(task.id, fields, new_attempt=attempt)
         if job_id is not None:
             # A batch job outlives orch: its id is written (page cache, which survives orch's
             # death) before anything else happens, so a resume can adopt it by that record.
@@ -422,32 +439,45 @@ class Scheduler:
 
     def _spec(self, task: Task, number: int) -> AttemptSpec:
         entry = self._state["tasks"][task.id]
-        env = dict(self._base_env)
-        if task.id in self._worktrees:
-            # An inherited GIT_DIR (and the like) would point the agent's git at the user's
-            # repository instead of its worktree.
-            workspace.scrub_git_env(env)
-        env.update(task.env)
-        # orch's own variables last: a plan cannot hide an attempt from crash recovery.
-        env.update(self._orch_env)
-        env["ORCH_TASK_ID"] = task.id
-        env["ORCH_ATTEMPT"] = str(number)
-        env["ORCH_METRICS"] = self._layout.metrics(task.id)
-        env["ORCH_CONTEXT"] = (
-            self._layout.context(task.id) if task.depends_on else self._layout.run_context
-        )
+        own = {
+            "ORCH_TASK_ID": task.id,
+            "ORCH_ATTEMPT": str(number),
+            "ORCH_METRICS": self._layout.metrics(task.id),
+            "ORCH_CONTEXT": (
+                self._layout.context(task.id) if task.depends_on else self._layout.run_context
+            ),
+        }
         return AttemptSpec(
             task_id=task.id,
             attempt=number,
             argv=task.cmd,
             cwd=self._task_cwd(task),
-            env=env,
+            env=AttemptEnv(self._shared_env(task), own),
             stdout_path=entry.get("stdout_path") or self._layout.stdout_log(task.id),
             stderr_path=entry.get("stderr_path") or self._layout.stderr_log(task.id),
             timeout_sec=task.timeout_sec,
             idle_timeout_sec=task.idle_timeout_sec,
             grace_sec=self._grace_sec,
         )
+
+    def _shared_env(self, task: Task) -> Dict[str, str]:
+        """orch's environment, then the task's `env`, then the run's ORCH_* variables: one dict
+        for every task with the same `env` (most plans: one for the whole run)."""
+        scrub = task.id in self._worktrees
+        key = (scrub, tuple(task.env.items()))
+        env = self._shared_envs.get(key)
+        if env is None:
+            env = dict(self._base_env)
+            if scrub:
+                # An inherited GIT_DIR (and the like) would point the agent's git at the
+                # user's repository instead of its worktree.
+                workspace.scrub_git_env(env)
+            env.update(task.env)
+            # orch's own variables last: a plan cannot hide an attempt from crash recovery.
+            env.update(self._orch_env)
+            if len(self._shared_envs) < _SHARED_ENVS_MAX:
+                self._shared_envs[key] = env
+        return env
 
     # ------------------------------------------------------------------ reaping
 
@@ -554,19 +584,34 @@ class Scheduler:
         missing: List[str] = []
         if task.require_outputs and collected is not None and result.exit_code == 0:
             missing = list(collected.missing_outputs)
-        self._record_attempt_end(task_id, result, collected, missing)
+        if collected is not None:
+            self._store.update_task(
+                task_id,
+                {
+                    "artifacts": collected.artifacts,
+                    "artifact_paths": collected.artifact_paths,
+                    "missing_outputs": collected.missing_outputs,
+                    "artifact_errors": collected.errors,
+                },
+            )
         self._record_metrics(task)
+        # The attempt's end goes in the same journal record as the task's next status.
+        end = _attempt_end(result, missing)
         if policy.succeeded(result, missing):
-            self._finish(task_id, TaskStatus.SUCCESS, result)
+            self._finish(task_id, TaskStatus.SUCCESS, result, attempt_end=end)
             return
         if result.canceled:
-            self._finish(task_id, TaskStatus.CANCELED, result, SkipReason.RUN_CANCELED)
+            self._finish(
+                task_id, TaskStatus.CANCELED, result, SkipReason.RUN_CANCELED, attempt_end=end
+            )
             return
         retry, why_not = policy.retry_verdict(task, result, self._tails(task_id), missing)
         if retry and self._execution_attempts[task_id] <= task.retries and not self._stop_new:
-            self._schedule_retry(task, result, missing)
+            self._schedule_retry(task, result, missing, end)
             return
-        self._finish(task_id, TaskStatus.FAILED, result, note=why_not, missing=missing)
+        self._finish(
+            task_id, TaskStatus.FAILED, result, note=why_not, missing=missing, attempt_end=end
+        )
         if self._fail_fast and not self._stop_new and not task.allow_failure:
             self._begin_fail_fast()
 
@@ -581,44 +626,12 @@ class Scheduler:
 
         return read
 
-    def _record_attempt_end(
-        self,
-        task_id: str,
-        result: AttemptResult,
-        collected: Optional[artifacts.Collected],
-        missing: List[str],
+    def _schedule_retry(
+        self, task: Task, result: AttemptResult, missing: List[str], end: Dict[str, Any]
     ) -> None:
-        error = result.error
-        if missing:
-            error = f"required output missing: {missing[0]}"
-        self._store.update_attempt(
-            task_id,
-            {
-                "ended_at": _iso(result.ended_at),
-                "duration_sec": round(result.ended_at - result.started_at, 6),
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-                "timed_out": result.timed_out,
-                "timed_out_by": result.timed_out_by,
-                "canceled": result.canceled,
-                "error": error,
-            },
-        )
-        if collected is not None:
-            self._store.update_task(
-                task_id,
-                {
-                    "artifacts": collected.artifacts,
-                    "artifact_paths": collected.artifact_paths,
-                    "missing_outputs": collected.missing_outputs,
-                    "artifact_errors": collected.errors,
-                },
-            )
-
-    def _schedule_retry(self, task: Task, result: AttemptResult, missing: List[str]) -> None:
         next_attempt = self._execution_attempts[task.id] + 1
         delay = task.backoff_before(next_attempt, self._rand)
-        self._store.update_task(task.id, {"status": TaskStatus.PENDING.value})
+        self._store.update_task(task.id, {"status": TaskStatus.PENDING.value}, attempt_fields=end)
         self._unsynced.add(task.id)
         heapq.heappush(self._backoff, (self._clock() + delay, self._order[task.id], task.id))
         self._progress.task_retrying(
@@ -638,7 +651,10 @@ class Scheduler:
         *,
         note: Optional[str] = None,
         missing: Optional[List[str]] = None,
+        attempt_end: Optional[Dict[str, Any]] = None,
     ) -> None:
+        """Record the task's final status of this execution (with its attempt's end, when it
+        just ended) and tell Readiness, which may skip dependents."""
         task = self._tasks[task_id]
         entry = self._state["tasks"][task_id]
         error = result.error
@@ -647,9 +663,10 @@ class Scheduler:
         if note:
             error = f"{error}; {note}" if error else note
         allowed = status is TaskStatus.FAILED and task.allow_failure
+        ended = attempt_end["ended_at"] if attempt_end else iso_time(result.ended_at)
         fields: Dict[str, Any] = {
             "status": status.value,
-            "ended_at": _iso(result.ended_at),
+            "ended_at": ended,
             "exit_code": result.exit_code,
             "signal": result.signal,
             "timed_out": result.timed_out,
@@ -662,7 +679,7 @@ class Scheduler:
             fields["allowed_failure"] = allowed
         if task_id in self._execution_started:
             fields["duration_sec"] = round(result.ended_at - self._execution_started[task_id], 6)
-        self._store.update_task(task_id, fields)
+        self._store.update_task(task_id, fields, attempt_fields=attempt_end)
         self._unsynced.add(task_id)
         self._done += 1
         shown = "" if status is TaskStatus.SUCCESS else policy.describe(result, task, missing or ())
@@ -701,7 +718,9 @@ class Scheduler:
         the run; past the budget, nothing new starts."""
         entry = self._state["tasks"][task.id]
         attempt = entry["history"][-1]
-        found, errors = _metrics_file_part(self._layout.metrics(task.id), attempt)
+        found, errors, exists = _metrics_file_part(self._layout.metrics(task.id), attempt)
+        if exists:
+            self._metrics_seen.add(task.id)  # the next attempt's part starts after its end
         if task.metrics == "stdout-json":
             tail = logs.tail_bytes(entry.get("stdout_path"), attempt.get("stdout_offset", 0))
             printed = metrics.from_stdout_json(tail)
@@ -709,12 +728,12 @@ class Scheduler:
                 found = metrics.add(found, printed)
         if not found and not errors:
             return
-        if found:
-            self._store.update_attempt(task.id, {"metrics": found})
         fields: Dict[str, Any] = {"metrics": metrics.add(entry.get("metrics") or {}, found)}
         if errors:
             fields["metrics_errors"] = entry.get("metrics_errors", 0) + errors
-        self._store.update_task(task.id, fields)
+        self._store.update_task(
+            task.id, fields, attempt_fields={"metrics": found} if found else None
+        )
         total = metrics.add(self._state.get("metrics") or {}, found)
         self._store.update_run({"metrics": total})
         limit = self._plan.max_cost_usd
@@ -793,12 +812,26 @@ def _pending_fields() -> Dict[str, Any]:
     }
 
 
-def _attempt_entry(number: int, started: Any) -> AttemptState:
+def _attempt_end(result: AttemptResult, missing: List[str]) -> Dict[str, Any]:
+    """The fields an attempt's history entry gets when it ends."""
+    return {
+        "ended_at": iso_time(result.ended_at),
+        "duration_sec": round(result.ended_at - result.started_at, 6),
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "timed_out": result.timed_out,
+        "timed_out_by": result.timed_out_by,
+        "canceled": result.canceled,
+        "error": f"required output missing: {missing[0]}" if missing else result.error,
+    }
+
+
+def _attempt_entry(number: int, started: Any, started_iso: str) -> AttemptState:
     """The history entry of an attempt as it starts (or fails to start)."""
     got = started if isinstance(started, Started) else None
     entry: Dict[str, Any] = {
         "attempt": number,
-        "started_at": _iso(started.started_at),
+        "started_at": started_iso,
         **no_result(),
         "pid": got.pid if got else None,
         "identity": got.identity if got else None,
@@ -820,15 +853,19 @@ def _epoch(iso: Optional[str]) -> float:
     return time.time()
 
 
-def _metrics_file_part(path: str, attempt: AttemptState) -> Tuple[Dict[str, float], int]:
-    """What the attempt appended to its ORCH_METRICS file (bounded read; absent: nothing)."""
+def _metrics_file_part(path: str, attempt: AttemptState) -> Tuple[Dict[str, float], int, bool]:
+    """What the attempt appended to its ORCH_METRICS file (bounded read; absent: nothing),
+    and whether the file exists."""
     start = attempt.get("metrics_offset", 0)
     try:
         if os.stat(path).st_size <= start:
-            return {}, 0  # the common case: the task wrote no metrics (a stat, not an open)
+            return {}, 0, True  # the task wrote no metrics this time (a stat, not an open)
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(metrics.MAX_METRICS_BYTES)
+    except FileNotFoundError:
+        return {}, 0, False  # the common case: the task never wrote metrics
     except OSError:
-        return {}, 0
-    return metrics.from_metrics_lines(data)
+        return {}, 0, True
+    found, errors = metrics.from_metrics_lines(data)
+    return found, errors, True

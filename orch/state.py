@@ -290,6 +290,8 @@ _RUN_TYPES: Dict[str, Tuple[type, ...]] = {
     "executor": _STR,
     "tasks": (dict,),
 }
+
+
 _REQUIRED_RUN = ("run_id", "status", "workdir", "tasks")
 _REQUIRED_TASK = ("status", "attempts", "history")
 _TASK_STATUSES = frozenset(s.value for s in TaskStatus)
@@ -342,8 +344,9 @@ def state_problem(state: Any) -> Optional[str]:
 def record_problem(record: Any, state: Mapping[str, Any]) -> Optional[str]:
     """What makes one journal record unfit to replay over ``state``, or None.
 
-    A record is ``{"n": seq, "r": run fields}``, ``{"n", "t": task, "s": task fields}``,
-    ``{"n", "t", "h": new attempt}`` or ``{"n", "t", "hs": fields of the latest attempt}``.
+    A record is ``{"n": seq, "r": run fields}`` or ``{"n", "t": task, ...}`` with one or more
+    of ``"h"`` (a new attempt), ``"hs"`` (fields of the latest attempt) and ``"s"`` (task
+    fields), replayed in that order.
     """
     if type(record) is not dict or type(record.get("n")) is not int:
         return "not a journal record"
@@ -361,15 +364,21 @@ def record_problem(record: Any, state: Mapping[str, Any]) -> Optional[str]:
     tasks = state.get("tasks") or {}
     if type(task_id) is not str or task_id not in tasks:
         return "record for a task the state does not have"
+    if not ("h" in record or "hs" in record or "s" in record):
+        return "not a journal record"
+    if "h" in record:
+        problem = _fields_problem(record["h"], _ATTEMPT_TYPES, "attempt entry")
+        if problem:
+            return problem
+    if "hs" in record:
+        if "h" not in record and not tasks[task_id].get("history"):
+            return "attempt update before any attempt"
+        problem = _fields_problem(record["hs"], _ATTEMPT_TYPES, "attempt entry")
+        if problem:
+            return problem
     if "s" in record:
         return _task_problem(task_id, record["s"], partial=True)
-    if "h" in record:
-        return _fields_problem(record["h"], _ATTEMPT_TYPES, "attempt entry")
-    if "hs" in record:
-        if not tasks[task_id].get("history"):
-            return "attempt update before any attempt"
-        return _fields_problem(record["hs"], _ATTEMPT_TYPES, "attempt entry")
-    return "not a journal record"
+    return None
 
 
 def apply_record(state: Dict[str, Any], record: Mapping[str, Any]) -> None:
@@ -378,12 +387,12 @@ def apply_record(state: Dict[str, Any], record: Mapping[str, Any]) -> None:
         state.update(record["r"])
         return
     task = state["tasks"][record["t"]]
+    if "h" in record:
+        task["history"].append(record["h"])
+    if "hs" in record:
+        task["history"][-1].update(record["hs"])
     if "s" in record:
         task.update(record["s"])
-    elif "h" in record:
-        task["history"].append(record["h"])
-    else:
-        task["history"][-1].update(record["hs"])
 
 
 # --------------------------------------------------------------------------- JSON

@@ -45,6 +45,7 @@ __all__ = [
     "RunLocked",
     "RunStore",
     "create_run",
+    "iso_time",
     "list_runs",
     "looks_like_run_id",
     "now_iso",
@@ -64,12 +65,24 @@ _MAX_STATE_BYTES = 1 << 30
 # Compaction rewrites the whole snapshot, so it is spaced out to cost at most ~5% of the run.
 _COMPACT_MIN_INTERVAL = 1.0
 _COMPACT_COST_FACTOR = 20.0
+# updated_at is recorded at most this often (and with every snapshot).
+_STAMP_INTERVAL = 1.0
 # A run directory is built under this prefix and renamed into place whole.
 _CREATING = ".creating-"
 
 
+# The local UTC offset, looked up once: ``astimezone()`` per timestamp costs microseconds on the
+# hot path. After a DST change a time keeps the old offset, which still names the right instant.
+_LOCAL_TZ = datetime.now().astimezone().tzinfo
+
+
+def iso_time(epoch: float) -> str:
+    """``epoch`` as ISO 8601 with the local UTC offset."""
+    return datetime.fromtimestamp(epoch, _LOCAL_TZ).isoformat()
+
+
 def now_iso() -> str:
-    return datetime.now().astimezone().isoformat()
+    return iso_time(time.time())
 
 
 def looks_like_run_id(text: str) -> bool:
@@ -128,7 +141,7 @@ def run_dir_for(home: str, run_id: str) -> str:
     return layout.root
 
 
-def _read_regular(path: str, limit: int = _MAX_STATE_BYTES) -> bytes:
+def _read_regular(path: str, limit: int = _MAX_STATE_BYTES) -> bytearray:
     """A run file's bytes; refuses a symlink, a FIFO, a device or an oversized file (it
     would hang the reader or fill its memory) with one clear StateError."""
     try:
@@ -147,17 +160,26 @@ def _read_regular(path: str, limit: int = _MAX_STATE_BYTES) -> bytes:
             raise StateError(f"{path}: not a regular file; left untouched")
         if info.st_size > limit:
             raise StateError(f"{path}: {info.st_size} bytes is too large for a run file")
-        chunks = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
+        # Into one buffer of the file's size: chunks joined at the end would hold the file
+        # twice (+8 MB of peak memory for a 10,000-task state).
+        buffer = bytearray(info.st_size + 1)
+        filled = 0
+        with memoryview(buffer) as view:
+            while filled < len(buffer):
+                got = os.readv(fd, [view[filled:]])
+                if not got:
+                    break
+                filled += got
+        del buffer[filled:]
+        while filled > info.st_size:  # it grows while read: a journal being appended to
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
                 break
-            chunks.append(chunk)
-            left -= len(chunk)
-        if left <= 0:
-            raise StateError(f"{path}: too large for a run file; left untouched")
-        return b"".join(chunks)
+            buffer += chunk
+            filled += len(chunk)
+            if filled > limit:
+                raise StateError(f"{path}: too large for a run file; left untouched")
+        return buffer
     except OSError as err:
         raise StateError(f"{path}: cannot read: {err.strerror}") from None
     finally:
@@ -264,6 +286,8 @@ class RunStore:
             self.layout.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
         )
         self._next_compact = time.monotonic() + _COMPACT_MIN_INTERVAL
+        self._next_stamp = 0.0
+        self._stale_stamp = False  # changes recorded after the last updated_at
 
     @property
     def run_id(self) -> str:
@@ -276,20 +300,32 @@ class RunStore:
         self.state.update(fields)  # type: ignore[typeddict-item]
         self._append({"r": fields})
 
-    def update_task(self, task_id: str, fields: Dict[str, Any]) -> None:
-        self.state["tasks"][task_id].update(fields)  # type: ignore[typeddict-item]
-        self._append({"t": task_id, "s": fields})
-
-    def add_attempt(self, task_id: str, entry: Any) -> None:
-        self.state["tasks"][task_id]["history"].append(entry)
-        self._append({"t": task_id, "h": entry})
-
-    def update_attempt(self, task_id: str, fields: Dict[str, Any]) -> None:
-        """Update the task's latest attempt entry."""
-        self.state["tasks"][task_id]["history"][-1].update(fields)  # type: ignore[typeddict-item]
-        self._append({"t": task_id, "hs": fields})
+    def update_task(
+        self,
+        task_id: str,
+        fields: Optional[Dict[str, Any]] = None,
+        *,
+        new_attempt: Optional[Any] = None,
+        attempt_fields: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        """Change a task with one journal record: append ``new_attempt`` to its history,
+        update its latest attempt with ``attempt_fields``, then the task with ``fields`` (the
+        order replay applies them in). A start or an end is one record, not three."""
+        entry = self.state["tasks"][task_id]
+        record: Dict[str, Any] = {"t": task_id}
+        if new_attempt is not None:
+            entry["history"].append(new_attempt)
+            record["h"] = new_attempt
+        if attempt_fields:
+            entry["history"][-1].update(attempt_fields)  # type: ignore[typeddict-item]
+            record["hs"] = attempt_fields
+        if fields:
+            entry.update(fields)  # type: ignore[typeddict-item]
+            record["s"] = fields
+        self._append(record)
 
     def _append(self, record: Dict[str, Any]) -> None:
+        self._stale_stamp = True
         self._seq += 1
         record["n"] = self._seq
         self._pending.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
@@ -310,9 +346,11 @@ class RunStore:
                 os.fsync(self._journal_fd)
                 self._unsynced = False
             return
-        stamp = now_iso()
-        self.state["updated_at"] = stamp
-        self._append({"r": {"updated_at": stamp}})
+        now = time.monotonic()
+        if now >= self._next_stamp:
+            # updated_at is a reader's "last change" to about a second, not a record per write.
+            self._next_stamp = now + _STAMP_INTERVAL
+            self._stamp()
         data = b"".join(self._pending)
         self._pending.clear()
         view = memoryview(data)
@@ -322,8 +360,16 @@ class RunStore:
             os.fsync(self._journal_fd)
         self._unsynced = not sync
 
+    def _stamp(self) -> None:
+        stamp = now_iso()
+        self.state["updated_at"] = stamp
+        self._append({"r": {"updated_at": stamp}})
+        self._stale_stamp = False
+
     def compact(self) -> None:
         """Write the whole state as the snapshot, then drop the journal it now contains."""
+        if self._stale_stamp:
+            self._stamp()  # the snapshot's updated_at is that of its last change
         self._write_pending()
         began = time.monotonic()
         self.state["journal_seq"] = self._seq
@@ -505,7 +551,9 @@ def _load_snapshot(path: str) -> State:
     except FileNotFoundError:
         raise StateError(f"{path}: cannot read: No such file or directory") from None
     try:
-        state = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        del data  # the bytes are not needed while the text is parsed
+        state = json.loads(text)
     except (UnicodeDecodeError, ValueError) as err:
         raise StateError(f"{path}: damaged state file ({err}); left untouched") from None
     if not isinstance(state, dict) or not isinstance(state.get("tasks"), dict):

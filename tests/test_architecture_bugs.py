@@ -116,6 +116,11 @@ def _finished_run(orch: Orch) -> str:
         {"r": "not fields"},
         {"t": ["ok"], "s": {}},
         {"x": 1},
+        {"t": "ok"},
+        # One record may carry a new attempt, its fields and the task's: each part is checked.
+        {"t": "ok", "h": {"attempt": 2}, "s": {"status": "BOGUS"}},
+        {"t": "ok", "h": {"attempt": "2"}, "s": {"status": "RUNNING"}},
+        {"t": "ok", "hs": {"exit_code": "zero"}, "s": {"status": "SUCCESS"}},
     ],
 )
 def test_a_journal_record_of_the_wrong_shape_is_refused_and_never_written_back(
@@ -249,3 +254,35 @@ def test_max_parallel_is_lowered_to_what_the_descriptor_limit_allows(orch: Orch)
     assert proc.returncode == 0, proc.stderr[-2000:]
     notes = [line for line in proc.stderr.splitlines() if "open-file limit" in line]
     assert len(notes) == 1 and "--max-parallel 100" in notes[0], notes
+
+
+def test_a_record_of_an_attempt_and_its_task_replays_in_order(orch: Orch) -> None:
+    """A start (new attempt + RUNNING) and an end (attempt result + status) are one record
+    each; replay applies the attempt parts before the task's fields."""
+    run_id = _finished_run(orch)
+    run_dir = orch.run_dir(run_id)
+    seq = json.loads((run_dir / "state.json").read_bytes())["journal_seq"]
+    records = [
+        {"t": "ok", "h": {"attempt": 2, "pid": None}, "s": {"status": "RUNNING", "attempts": 2}},
+        {"t": "ok", "hs": {"exit_code": 3, "ended_at": "2026-01-01T00:00:00+00:00"}},
+        {"t": "ok", "hs": {"error": "boom"}, "s": {"status": "FAILED", "exit_code": 3}},
+    ]
+    lines = [json.dumps({**r, "n": seq + i}) for i, r in enumerate(records, 1)]
+    (run_dir / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    proc = orch.run("status", run_id, "--json")
+    assert proc.returncode == 0, proc.stderr
+    task = json.loads(proc.stdout)["tasks"]["ok"]
+    assert (task["status"], task["attempts"], task["exit_code"]) == ("FAILED", 2, 3)
+    assert [h["attempt"] for h in task["history"]] == [1, 2]
+    assert task["history"][1]["exit_code"] == 3 and task["history"][1]["error"] == "boom"
+
+
+def test_updated_at_is_the_time_of_the_last_change(orch: Orch) -> None:
+    """updated_at is recorded at most once a second, and fresh with every snapshot: a
+    finished run's is never older than its last task's end."""
+    plan = "tasks:\n" + "".join(f"  - {{id: t{i}, cmd: 'true'}}\n" for i in range(20))
+    proc = orch.run("run", orch.plan(plan))
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads((orch.run_dir(run_id_of(proc.stdout)) / "state.json").read_bytes())
+    last_end = max(t["ended_at"] for t in state["tasks"].values())
+    assert state["updated_at"] >= last_end >= state["started_at"]
