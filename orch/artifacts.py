@@ -51,7 +51,8 @@ never raise: each becomes one line in ``Collected.errors`` (``report.json: Permi
 ORCH_CONTEXT
 ------------
 ``write_context`` writes ``<run>/context/<task_id>.json`` (in place, mode 0600) before each
-attempt; the task finds it through ``$ORCH_CONTEXT``::
+attempt; the task finds it through ``$ORCH_CONTEXT``. Tasks that share their dependencies (or
+have none) share one file, written once per session, without ``task_id`` and ``attempt``::
 
     {
       "schema_version": 1,
@@ -81,11 +82,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 from dataclasses import dataclass
@@ -337,7 +336,7 @@ class _Target:
         os.makedirs(self.parent, mode=self.dir_mode(), exist_ok=True)
         _remove_stale(self.parent, self.task_id)
         while True:
-            name = f".{self.task_id}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            name = f".{self.task_id}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
             path = os.path.join(self.parent, name)
             try:
                 os.mkdir(path, self.dir_mode())
@@ -360,7 +359,7 @@ class _Target:
         old = None
         if os.path.lexists(self.final):
             old = os.path.join(
-                self.parent, f".{self.task_id}.old-{os.getpid()}-{secrets.token_hex(4)}"
+                self.parent, f".{self.task_id}.old-{os.getpid()}-{os.urandom(4).hex()}"
             )
             os.rename(self.final, old)
         try:
@@ -533,6 +532,8 @@ class _Copier:
         return writers
 
     def _stream(self, reader: IO[bytes], rel: str, src_mode: int) -> None:
+        import hashlib  # here, not at the top: OpenSSL costs every orch process ~4 MB
+
         writers = self._open_writers(rel, src_mode)
         digest = hashlib.sha256()
         size = 0
@@ -709,15 +710,17 @@ def write_context(
     artifacts_dir: str,
     dependencies: Mapping[str, Mapping[str, object]],
     encoded: Optional[Dict[str, str]] = None,
+    atomic: bool = False,
 ) -> None:
     """Write the ORCH_CONTEXT file (schema in the module docstring), mode 0600.
 
     ``dependencies`` maps each dependency id to its state entry. ``encoded`` caches each
     finished dependency's JSON across calls (the caller drops an entry when that task runs
     again): on a dense plan every context would otherwise re-encode every dependency. A
-    ``task_id`` of None writes the run's shared context of tasks without dependencies (no
-    ``task_id``/``attempt``: those are in $ORCH_TASK_ID and $ORCH_ATTEMPT). Raises OSError if
-    the file cannot be written: the attempt cannot be given its context.
+    ``task_id`` of None writes a context shared by several tasks (no ``task_id``/``attempt``:
+    those are in $ORCH_TASK_ID and $ORCH_ATTEMPT). ``atomic`` replaces the file whole (a temp
+    file renamed), for a file a running attempt may be reading. Raises OSError if the file
+    cannot be written: the attempt cannot be given its context.
     """
     absolute = os.path.abspath(artifacts_dir)
     head: Dict[str, object] = {"schema_version": CONTEXT_SCHEMA_VERSION, "run_id": run_id}
@@ -734,15 +737,18 @@ def write_context(
         parts.append(f"{_ENCODE(dep_id)}:{text}")
     # No indent: only then does json use its C encoder (20 dependencies cost ~1 ms in Python).
     data = (_ENCODE(head)[:-1] + ',"dependencies":{' + ",".join(parts) + "}}\n").encode()
-    # In place, no temp file + rename: the only reader is this attempt's process, which does
-    # not exist yet. Saves a rename per attempt and a creation per retry (0.1-1 ms each on a
-    # busy ext4).
+    # A task's own file is written in place, no temp file + rename: its only reader is this
+    # attempt's process, which does not exist yet. Saves a rename per attempt and a creation
+    # per retry (0.1-1 ms each on a busy ext4).
+    target = f"{path}.tmp{os.getpid()}" if atomic else path
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     # No makedirs: a missing context/ means the run directory is gone, never to be recreated.
-    fd = os.open(path, flags, 0o600)
+    fd = os.open(target, flags, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+    if atomic:
+        os.replace(target, path)

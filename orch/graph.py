@@ -276,7 +276,12 @@ class Readiness:
         self._ended: Dict[str, Outcome] = {
             task_id: outcome for task_id, outcome in recorded.items() if task_id not in selected
         }
-        self._waiting: Dict[str, int] = {}
+        self._waiting: Dict[str, int] = {}  # selected task -> dependencies not ended yet
+        # What a decision needs, kept as dependencies end (a dense plan would otherwise look
+        # at every dependency again each time one ends): the ended ones that do not pass, and
+        # whether one failed.
+        self._blocking: Dict[str, List[Outcome]] = {}
+        self._failed_dep: Set[str] = set()
         self._ready: Dict[Optional[str], List[Tuple[int, str]]] = {}
         self._decided: Set[str] = set()  # selected tasks made ready or skipped
 
@@ -284,8 +289,13 @@ class Readiness:
         """Find the tasks that can start at once; returns the ones skipped already."""
         skipped: List[Tuple[str, str]] = []
         for task_id in sorted(self._selected, key=self._order.__getitem__):
-            deps = dict.fromkeys(self._tasks[task_id].depends_on)
-            self._waiting[task_id] = sum(1 for dep in deps if dep not in self._ended)
+            waiting = 0
+            for dep in dict.fromkeys(self._tasks[task_id].depends_on):
+                if dep in self._ended:
+                    self._note(task_id, self._ended[dep])
+                else:
+                    waiting += 1
+            self._waiting[task_id] = waiting
         for task_id in sorted(self._selected, key=self._order.__getitem__):
             if task_id not in self._decided:
                 self._decide(task_id, skipped)
@@ -340,14 +350,21 @@ class Readiness:
             if dependent not in self._waiting or dependent in self._decided:
                 continue
             self._waiting[dependent] -= 1
+            self._note(dependent, outcome)
             self._decide(dependent, skipped)
+
+    def _note(self, task_id: str, outcome: Outcome) -> None:
+        """One of ``task_id``'s dependencies ended so."""
+        if not passes_for_dependents(outcome):
+            self._blocking.setdefault(task_id, []).append(outcome)
+        if is_failure(outcome):
+            self._failed_dep.add(task_id)
 
     def _decide(self, task_id: str, skipped: List[Tuple[str, str]]) -> None:
         task = self._tasks[task_id]
-        deps = [self._ended[d] for d in dict.fromkeys(task.depends_on) if d in self._ended]
         reason: Optional[str] = None
         if task.run_when == "success":
-            blocking = [o for o in deps if not passes_for_dependents(o)]
+            blocking = self._blocking.get(task_id)
             if blocking:
                 # A condition skip upstream is not a failure: it propagates as itself.
                 condition = all(o.skip_reason == CONDITION_NOT_MET for o in blocking)
@@ -357,7 +374,7 @@ class Readiness:
         else:
             if self._waiting[task_id]:
                 return
-            if task.run_when == "failure" and not any(is_failure(o) for o in deps):
+            if task.run_when == "failure" and task_id not in self._failed_dep:
                 reason = CONDITION_NOT_MET
         self._decided.add(task_id)
         if reason is None:

@@ -7,7 +7,9 @@
   lock  owner.json  cancel        ownership and the cancel request
   logs/<task>.out.log .err.log    the task's bytes, all attempts in order
   artifacts/<task>/...            collected outputs
-  context/<task>.json _run.json   ORCH_CONTEXT files (_run: tasks without dependencies)
+  context/<task>.json _run.json _deps-<task>.json
+                                 ORCH_CONTEXT files (_run: tasks without dependencies; _deps:
+                                 tasks sharing their dependencies, named after the first)
   metrics/<task>.jsonl            ORCH_METRICS files
   report/final_report.md
   worktrees/<task>/               git worktrees (workspace: worktree)
@@ -90,6 +92,11 @@ class RunLayout:
 
     def context(self, task_id: str) -> str:
         return os.path.join(self.context_dir, task_id + ".json")
+
+    def shared_context(self, first_task_id: str) -> str:
+        """The ORCH_CONTEXT shared by every task with the same dependencies, named after the
+        first of them in the plan (a task id never starts with '_')."""
+        return os.path.join(self.context_dir, f"_deps-{first_task_id}.json")
 
     @property
     def run_context(self) -> str:

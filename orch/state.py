@@ -149,10 +149,7 @@ def initial_task_state(task: Task, layout: RunLayout) -> TaskState:
         "skip_reason": None,
         "stdout_path": layout.stdout_log(task.id),
         "stderr_path": layout.stderr_log(task.id),
-        "artifact_paths": [],
-        "artifacts": [],
-        "missing_outputs": [],
-        "artifact_errors": [],
+        "artifact_paths": [],  # artifacts, missing_outputs, artifact_errors: once collected
         "history": [],
     }
     entry.update(no_result())  # type: ignore[typeddict-item]

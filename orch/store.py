@@ -21,7 +21,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import stat
 import time
 from datetime import datetime
@@ -247,7 +246,7 @@ def _batched(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
 
 
 def _new_run_id() -> str:
-    return f"{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+    return f"{time.strftime('%Y%m%d_%H%M%S')}_{os.urandom(3).hex()}"
 
 
 def _make_private_dirs(path: str) -> None:
@@ -471,7 +470,7 @@ def create_run(home: str, plan_bytes: bytes, make_state: Callable[[str, str], St
     except OSError as err:
         raise StateError(f"cannot create {runs}: {err.strerror}") from None
     _remove_stale_creations(runs)
-    building = os.path.join(runs, f"{_CREATING}{os.getpid()}-{secrets.token_hex(4)}")
+    building = os.path.join(runs, f"{_CREATING}{os.getpid()}-{os.urandom(4).hex()}")
     lock_fd = -1
     try:
         os.mkdir(building, 0o700)

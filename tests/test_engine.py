@@ -460,3 +460,38 @@ def test_every_task_gets_a_readable_orch_context(orch: Orch) -> None:
         assert seen[root]["run_id"] == run_id and seen[root]["dependencies"] == {}
     assert seen["after"]["task_id"] == "after" and seen["after"]["attempt"] == 1
     assert seen["after"]["dependencies"]["first"]["status"] == "SUCCESS"
+
+
+def test_tasks_with_the_same_dependencies_share_one_orch_context(orch: Orch) -> None:
+    # A layer of a dense plan reads one file, written once; a task whose dependencies are its
+    # own keeps its own file, with its task_id and attempt.
+    show = (
+        'import json, os; p = os.environ["ORCH_CONTEXT"]; '
+        "print(json.dumps({'path': p, 'context': json.load(open(p))}))"
+    )
+    cmd = f'["{PYTHON}", "-c", {json.dumps(show)}]'
+    plan = orch.plan(
+        f"""
+        tasks:
+          - {{id: a, cmd: {cmd}}}
+          - {{id: b, cmd: {cmd}}}
+          - {{id: x, cmd: {cmd}, depends_on: [a, b]}}
+          - {{id: y, cmd: {cmd}, depends_on: [a, b]}}
+          - {{id: z, cmd: {cmd}, depends_on: [a]}}
+        """
+    )
+    proc = orch.run("run", plan, "--max-parallel", "1")
+    assert proc.returncode == 0, proc.stderr
+    run_id = run_id_of(proc.stdout)
+    tasks = orch.state(run_id)["tasks"]
+    seen = {t: json.loads(Path(tasks[t]["stdout_path"]).read_text()) for t in tasks}
+    context_dir = orch.run_dir(run_id) / "context"
+    assert seen["x"]["path"] == seen["y"]["path"] == str(context_dir / "_deps-x.json")
+    for task in ("x", "y"):
+        shared = seen[task]["context"]
+        assert "task_id" not in shared and "attempt" not in shared
+        assert sorted(shared["dependencies"]) == ["a", "b"]
+        assert shared["dependencies"]["b"]["status"] == "SUCCESS"
+    assert seen["z"]["path"] == str(context_dir / "z.json")
+    assert seen["z"]["context"]["task_id"] == "z" and seen["z"]["context"]["attempt"] == 1
+    assert sorted(p.name for p in context_dir.iterdir()) == ["_deps-x.json", "_run.json", "z.json"]
