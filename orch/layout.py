@@ -36,13 +36,18 @@ def runs_dir(home: str) -> str:
 class RunLayout:
     """Paths of one run directory. Pure string work: nothing here touches the disk."""
 
-    __slots__ = ("artifacts", "context_dir", "logs", "root")
+    __slots__ = ("_context", "_logs", "_metrics", "artifacts", "context_dir", "logs", "root")
 
     def __init__(self, run_dir: str) -> None:
         self.root = run_dir
         self.logs = os.path.join(run_dir, "logs")
         self.artifacts = os.path.join(run_dir, "artifacts")
         self.context_dir = os.path.join(run_dir, "context")
+        # A task's paths are built for every start: a task id has no separator (plan rule),
+        # so a prefix and a concatenation give what os.path.join gives, several times faster.
+        self._logs = self.logs + os.sep
+        self._context = self.context_dir + os.sep
+        self._metrics = os.path.join(run_dir, "metrics") + os.sep
 
     @classmethod
     def of(cls, home: str, run_id: str) -> RunLayout:
@@ -85,13 +90,13 @@ class RunLayout:
         return os.path.join(self.root, "report", "final_report.md")
 
     def stdout_log(self, task_id: str) -> str:
-        return os.path.join(self.logs, task_id + ".out.log")
+        return self._logs + task_id + ".out.log"
 
     def stderr_log(self, task_id: str) -> str:
-        return os.path.join(self.logs, task_id + ".err.log")
+        return self._logs + task_id + ".err.log"
 
     def context(self, task_id: str) -> str:
-        return os.path.join(self.context_dir, task_id + ".json")
+        return self._context + task_id + ".json"
 
     def shared_context(self, first_task_id: str) -> str:
         """The ORCH_CONTEXT shared by every task with the same dependencies, named after the
@@ -109,7 +114,7 @@ class RunLayout:
         return os.path.join(self.root, "metrics")
 
     def metrics(self, task_id: str) -> str:
-        return os.path.join(self.metrics_dir, task_id + ".jsonl")
+        return self._metrics + task_id + ".jsonl"
 
     def worktree(self, task_id: str) -> str:
         return os.path.join(self.root, "worktrees", task_id)

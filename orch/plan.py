@@ -1283,29 +1283,30 @@ def _check_references(ctx: _Ctx, raw_tasks: List[Any]) -> None:
     ids = dict((task_id, index) for index, task_id in reversed(_string_ids(raw_tasks)))
     folded = dict((task_id.lower(), task_id) for task_id in reversed(list(ids)))
     graph: Dict[str, List[str]] = {}
-    where: Dict[Tuple[str, str], int] = {}
     for index, task_id in _string_ids(raw_tasks):
         deps = raw_tasks[index].get("depends_on")
         if not isinstance(deps, list):
             continue  # a bad depends_on is reported by _check_depends_on
-        # A repeated id (reported) keeps only its first task's edges in the graph.
-        first = ids[task_id] == index
-        edges = graph.setdefault(task_id, [])
+        edges = []
         for j, dep in enumerate(deps):
-            if not isinstance(dep, str) or not dep:
+            if type(dep) is str and dep in ids and dep != task_id:
+                edges.append(dep)  # the common case, checked first: a dense plan has many
+            elif not isinstance(dep, str) or not dep:
                 continue  # reported by _check_depends_on
-            path = ("tasks", index, "depends_on", j)
-            if dep == task_id:
+            elif dep == task_id:
+                path = ("tasks", index, "depends_on", j)
                 ctx.add(path, _valid_id(task_id), "a task cannot depend on itself")
-            elif dep not in ids:
+            else:
+                path = ("tasks", index, "depends_on", j)
                 ctx.add(path, _valid_id(task_id), _unknown_dep(ctx, dep, ids, folded))
-            elif first and (task_id, dep) not in where:
-                where[task_id, dep] = j
-                edges.append(dep)
+        # A repeated id (reported) keeps only its first task's edges in the graph.
+        if ids[task_id] == index:
+            graph[task_id] = list(dict.fromkeys(edges))
     cycles = find_cycles(graph, limit=_MAX_CYCLES)
     for number, cycle in enumerate(cycles, 1):
         start = cycle[0]
-        path = ("tasks", ids[start], "depends_on", where[start, cycle[1]])
+        where = raw_tasks[ids[start]]["depends_on"].index(cycle[1])
+        path = ("tasks", ids[start], "depends_on", where)
         message = "dependency cycle: " + " -> ".join(cycle)
         if number == _MAX_CYCLES:
             message += f" (only the first {_MAX_CYCLES} cycles are listed)"

@@ -109,9 +109,6 @@ class Progress:
     def tick(self) -> None:
         """Called at least every ~0.5 s while the run goes on."""
 
-    def flush(self) -> None:
-        """The scheduler is about to wait: whatever was reported is shown now."""
-
     def run_finished(
         self, status: str, counts: Mapping[str, int], wall_sec: float, report_path: str
     ) -> None:

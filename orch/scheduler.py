@@ -204,7 +204,6 @@ class Scheduler:
                 # engine). Start records serve the recovery from orch's own death, which the
                 # page cache survives; a machine crash ends the tasks too.
                 self._store.flush(sync=False)
-                self._progress.flush()
                 self._wait_and_reap()
                 if self._clock() >= next_tick:
                     self._check_run_dir()
@@ -217,7 +216,6 @@ class Scheduler:
             self._runner.close()
             raise
         finally:
-            self._progress.flush()
             if self._collector is not None:
                 self._collector.shutdown(wait=True)
         return run_outcome(self._state, self._canceling)

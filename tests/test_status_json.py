@@ -50,3 +50,18 @@ def test_a_journal_makes_list_read_the_whole_state(orch: Orch) -> None:
     summary = store.read_summary(str(run_dir))
     assert summary["tasks"]["c"]["status"] == "SUCCESS"  # replayed, not the stale counts
     assert "2/3 ok" in orch.run("list").stdout
+
+
+def test_timestamps_are_what_isoformat_writes() -> None:
+    # iso_time builds the string from a cache of whole seconds: it must match datetime's own
+    # rounding (half-even microseconds, a carry into the next second, no ".000000").
+    import random
+    from datetime import datetime
+
+    from orch.store import _LOCAL_TZ, iso_time
+
+    rng = random.Random(7)
+    moments = [1.0e9, 1.0e9 + 0.9999995, 1.0e9 + 0.0000005, 1764633600.25]
+    moments += [rng.uniform(0, 2.0e9) for _ in range(5000)]
+    for moment in moments:
+        assert iso_time(moment) == datetime.fromtimestamp(moment, _LOCAL_TZ).isoformat()
