@@ -281,7 +281,8 @@ def parse_plan(text: str, source: str) -> Plan:
     if text.startswith("\ufeff"):
         text = text[1:]  # editors hide the BOM, so columns are counted without it
     try:
-        data, marks = load_with_marks(text)
+        # Lazy: a valid plan looks up no position, so its marks are never built.
+        data, marks = load_with_marks(text, lazy=True)
     except YamlError as err:
         raise PlanError([Problem(source, err.line, err.col, None, err.message)]) from None
     if data is None:

@@ -5,7 +5,9 @@ is either parsed exactly as YAML 1.2 would parse it, or rejected; never a guesse
 
 Design: the text is split once into lines (at LF, CRLF and CR only); every rule works on a
 (line index, column) cursor with compiled regexes anchored at a position. Positions are therefore
-free, so every node gets a mark, and an error message is built only when something is wrong.
+free; a node's mark (its position) is built only when asked for (``load_with_marks``), because
+for a large document the marks take more memory than the data. An error message whose wording
+needs an earlier node's mark makes the public entry points parse the text again with marks.
 Nesting is bounded by ``MAX_DEPTH`` before Python's recursion limit could be reached.
 """
 
@@ -22,9 +24,11 @@ MAX_DEPTH = 100
 
 # A mark: (line, col, kids), 1-based. kids is None for a scalar, a list of marks for a sequence,
 # and for a mapping a dict: key -> (key line, key col, mark of the value).
+# A parser without marks uses None for every mark (and builds no kids).
 _Mark = Tuple[int, int, Any]
-_Node = Tuple[Any, _Mark, int, str]  # value, mark, index of the line after the node, kind
-_Flow = Tuple[Any, _Mark, int, int]  # value, mark, line of the closer, index after the closer
+_MaybeMark = Optional[_Mark]
+_Node = Tuple[Any, _MaybeMark, int, str]  # value, mark, index of the line after the node, kind
+_Flow = Tuple[Any, _MaybeMark, int, int]  # value, mark, line of the closer, index after closer
 
 # Where a block node starts: at a line's indentation, after '- ' (compact), after 'key: '.
 _LINE, _COMPACT, _VALUE = 0, 1, 2
@@ -119,10 +123,11 @@ class Marks:
     ancestor (the root is at (1, 1) for an empty document).
     """
 
-    __slots__ = ("_root",)
+    __slots__ = ("_root", "_text")
 
-    def __init__(self, root: _Mark) -> None:
-        self._root = root
+    def __init__(self, root: _MaybeMark, text: str = "") -> None:
+        self._root = root  # None: not built yet; the first lookup parses ``text`` with marks
+        self._text = text
 
     def value(self, path: Sequence[Any]) -> Tuple[int, int]:
         """Position of the value at ``path`` (for a null value: just after its ':' or '-')."""
@@ -136,6 +141,9 @@ class Marks:
 
     def _walk(self, path: Sequence[Any]) -> Tuple[_Mark, Any]:
         node = self._root
+        if node is None:
+            node = self._root = _parse_with_marks(self._text)[1]
+            self._text = ""
         key_pos = None
         for step in path:
             kids = node[2]
@@ -156,13 +164,38 @@ class Marks:
 
 def loads(text: str) -> Any:
     """Parse one document of the subset into dict/list/str/int/float/bool/None."""
-    return _Parser(text).document()[0]
+    return _parse(text)
 
 
-def load_with_marks(text: str) -> Tuple[Any, Marks]:
-    """Like ``loads``, plus the position of every node."""
-    value, mark = _Parser(text).document()
+def load_with_marks(text: str, lazy: bool = False) -> Tuple[Any, Marks]:
+    """Like ``loads``, plus the position of every node.
+
+    ``lazy``: parse without marks now and again, with marks, on the first lookup; for callers
+    that look positions up only to report an error (the same text gives the same positions).
+    """
+    if lazy:
+        return _parse(text), Marks(None, text)
+    value, mark = _parse_with_marks(text)
     return value, Marks(mark)
+
+
+class _NeedMarks(Exception):
+    """Raised by a parser without marks where an error message needs an earlier node's mark."""
+
+
+def _parse(text: str) -> Any:
+    try:
+        return _Parser(text, False).document()[0]
+    except _NeedMarks:
+        pass  # outside the handler, so that the YamlError below has no chained context
+    _parse_with_marks(text)  # stops at the same place, and raises the YamlError
+    raise AssertionError("a parse without marks failed where one with marks did not")
+
+
+def _parse_with_marks(text: str) -> Tuple[Any, _Mark]:
+    value, mark = _Parser(text, True).document()
+    assert mark is not None
+    return value, mark
 
 
 def _bad_char_error(text: str, offset: int) -> YamlError:
@@ -206,7 +239,8 @@ def _is_marker(line: str) -> bool:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, marks: bool) -> None:
+        self.marks = marks
         if text[:1] == "\ufeff":
             text = text[1:]
         bad = _BAD_CHAR.search(text)
@@ -219,22 +253,27 @@ class _Parser:
     def err(li: int, pos: int, message: str) -> YamlError:
         return YamlError(li + 1, pos + 1, message)
 
+    def _at(self, li: int, pos: int, kids: Any = None) -> _MaybeMark:
+        """The mark of a node at 0-based (li, pos), if marks are being built."""
+        return (li + 1, pos + 1, kids) if self.marks else None
+
     # ---------------------------------------------------------------- document and lines
 
-    def document(self) -> Tuple[Any, _Mark]:
+    def document(self) -> Tuple[Any, _MaybeMark]:
         li, ind = self._next_content(0, header=True)
         if li < self.count and ind == 0 and self.lines[li][0] == "-" and _is_marker(self.lines[li]):
             self._header_rest(li)
             li, ind = self._next_content(li + 1)
         if li >= self.count:
             return None, (1, 1, None)
-        value, mark, nxt, kind = self._block_node(li, ind, -1, 0, _LINE)
+        col = ind
+        value, mark, nxt, kind = self._block_node(li, col, -1, 0, _LINE)
         j, ind = self._next_content(nxt)
         if j < self.count:
             if kind == "plain":
                 raise self.err(j, ind, _MSG_PLAIN_LINES)
-            if kind in ("map", "seq"):
-                msg = f"inconsistent indentation: the document starts at column {mark[1]}"
+            if kind in ("map", "seq"):  # a collection starts where its first key or '-' does
+                msg = f"inconsistent indentation: the document starts at column {col + 1}"
                 raise self.err(j, ind, msg)
             raise self.err(j, ind, "unexpected content after the document's top-level value")
         return value, mark
@@ -309,7 +348,7 @@ class _Parser:
         m = _FAST_VALUE.match(line, pos)
         if m is not None:
             dq, sq, plain = m.groups()
-            mark = (li + 1, pos + 1, None)
+            mark = self._at(li, pos)
             if plain is not None:
                 return _resolve(plain, li, pos), mark, li + 1, "plain"
             return (dq if dq is not None else sq), mark, li + 1, "quoted"
@@ -327,10 +366,10 @@ class _Parser:
             return value, mark, eli + 1, "flow"
         if c in "|>":
             text, nxt = self._block_scalar(li, pos, n)
-            return text, (li + 1, pos + 1, None), nxt, "block"
+            return text, self._at(li, pos), nxt, "block"
         value, eli, colon, kind = self._scalar_or_key(li, pos, ctx)
         if colon < 0:
-            return value, (li + 1, pos + 1, None), eli + 1, kind
+            return value, self._at(li, pos), eli + 1, kind
         return self._block_map(li, pos, depth + 1, value, colon)
 
     def _scalar_or_key(self, li: int, pos: int, ctx: int) -> Tuple[Any, int, int, str]:
@@ -422,14 +461,14 @@ class _Parser:
         if depth > MAX_DEPTH:
             raise self.err(li, col, f"nesting deeper than {MAX_DEPTH} levels")
         result: Dict[Any, Any] = {}
-        kids: Dict[Any, Tuple[int, int, _Mark]] = {}
-        mark = (li + 1, col + 1, kids)
+        kids: Optional[Dict[Any, Tuple[int, int, _MaybeMark]]] = {} if self.marks else None
+        mark = self._at(li, col, kids)
         lines = self.lines
         while True:
             if colon - col > _MAX_KEY:
                 raise self.err(li, col, _MSG_LONG_KEY)
             if key in result:
-                raise self._duplicate(li, col, key, kids[key], False)
+                raise self._duplicate(li, col, key, kids, False)
             line = lines[li]
             q = _spaces(line, colon + 1).end()
             if q == len(line) or line[q] == "#":
@@ -438,7 +477,8 @@ class _Parser:
             else:
                 value, vmark, nxt, kind = self._block_node(li, q, col, depth, _VALUE)
             result[key] = value
-            kids[key] = (li + 1, col + 1, vmark)
+            if kids is not None:
+                kids[key] = (li + 1, col + 1, vmark)
             j, ind = self._next_content(nxt)
             if ind != col:
                 if ind < col:
@@ -475,19 +515,21 @@ class _Parser:
             if ind == n and seq_ok and self._dash(j, ind):
                 items, mark, nxt = self._block_seq(j, ind, depth + 1, True)
                 return items, mark, nxt, "seq"
-        return None, (empty[0], empty[1], None), j, "empty"
+        return None, self._at(empty[0] - 1, empty[1] - 1), j, "empty"
 
     def _dash(self, li: int, col: int) -> bool:
         line = self.lines[li]
         return line[col] == "-" and line[col + 1 : col + 2] in _BLOCK_SEP
 
-    def _block_seq(self, li: int, col: int, depth: int, at_key: bool) -> Tuple[Any, _Mark, int]:
+    def _block_seq(
+        self, li: int, col: int, depth: int, at_key: bool
+    ) -> Tuple[Any, _MaybeMark, int]:
         """A block sequence whose dashes are at ``col``; ``at_key``: at its key's column."""
         if depth > MAX_DEPTH:
             raise self.err(li, col, f"nesting deeper than {MAX_DEPTH} levels")
         items: List[Any] = []
-        kids: List[_Mark] = []
-        mark = (li + 1, col + 1, kids)
+        kids: Optional[List[_MaybeMark]] = [] if self.marks else None
+        mark = self._at(li, col, kids)
         lines = self.lines
         while True:
             line = lines[li]
@@ -499,7 +541,8 @@ class _Parser:
             else:
                 value, vmark, nxt, kind = self._block_node(li, q, col, depth, _COMPACT)
             items.append(value)
-            kids.append(vmark)
+            if kids is not None:
+                kids.append(vmark)
             j, ind = self._next_content(nxt)
             if ind != col:
                 if ind < col:
@@ -522,8 +565,11 @@ class _Parser:
         return self.err(j, ind, f"inconsistent indentation: {what} are at column {col + 1}")
 
     def _duplicate(
-        self, li: int, pos: int, key: Any, first: Tuple[int, int, _Mark], flow: bool
+        self, li: int, pos: int, key: Any, kids: Optional[Dict[Any, Any]], flow: bool
     ) -> YamlError:
+        if kids is None:  # the message names the first occurrence
+            raise _NeedMarks
+        first = kids[key]
         spelling = self._spelling(li, pos, flow)
         where = f"line {first[0]}, column {first[1]}"
         if isinstance(key, str):
@@ -543,7 +589,7 @@ class _Parser:
 
     # ---------------------------------------------------------------- flow collections
 
-    def _flow(self, li: int, pos: int, depth: int) -> Tuple[Any, _Mark, int, int]:
+    def _flow(self, li: int, pos: int, depth: int) -> _Flow:
         """A flow collection at (li, pos): (value, mark, line of the closer, index after it)."""
         if depth + 1 > MAX_DEPTH:
             raise self.err(li, pos, f"nesting deeper than {MAX_DEPTH} levels")
@@ -580,7 +626,7 @@ class _Parser:
                 c = lines[ol][op]
                 raise self.err(ol, op, f"unclosed '{c}' (no matching '{']' if c == '[' else '}'}')")
 
-    def _flow_node(self, li: int, pos: int, depth: int) -> Tuple[Any, _Mark, int, int, str]:
+    def _flow_node(self, li: int, pos: int, depth: int) -> Tuple[Any, _MaybeMark, int, int, str]:
         line = self.lines[li]
         c = line[pos]
         if c in "[{":
@@ -588,44 +634,42 @@ class _Parser:
             return value, mark, eli, epos, "flow"
         if c in "'\"":
             value, eli, epos = self._quoted(li, pos)
-            return value, (li + 1, pos + 1, None), eli, epos, "quoted"
+            return value, self._at(li, pos), eli, epos, "quoted"
         self._check_plain_start(li, pos, line[pos + 1 : pos + 2], True)
         end = _plain_flow(line, pos).end()
         if end == pos:
             raise self.err(li, pos, f"unexpected '{c}'")
-        return _resolve(line[pos:end], li, pos), (li + 1, pos + 1, None), li, end, "plain"
+        return _resolve(line[pos:end], li, pos), self._at(li, pos), li, end, "plain"
 
     def _flat_seq(self, li: int, op: int) -> Optional[_Flow]:
         """A one-line sequence of simple scalars, or None to use the full rules."""
         line = self.lines[li]
         items: List[Any] = []
-        kids: List[_Mark] = []
+        kids: Optional[List[_MaybeMark]] = [] if self.marks else None
         pos = _spaces(line, op + 1).end()
         while line[pos : pos + 1] != "]":
             m = _FLOW_ITEM.match(line, pos)
             if m is None:
                 return None
             dq, sq, plain, sep = m.groups()
-            if dq is not None:
-                items.append(dq)
-                kids.append((li + 1, m.start(1), None))  # 1-based column of the quote
-            elif plain is None:
-                items.append(sq)
-                kids.append((li + 1, m.start(2), None))
+            if plain is None:
+                start = m.start(1 if dq is not None else 2) - 1  # at the opening quote
+                items.append(dq if dq is not None else sq)
             else:
                 start = m.start(3)
                 items.append(_resolve(plain, li, start))
+            if kids is not None:
                 kids.append((li + 1, start + 1, None))
             if sep != ",":
-                return (items, (li + 1, op + 1, kids), li, m.end(4)) if sep == "]" else None
+                return (items, self._at(li, op, kids), li, m.end(4)) if sep == "]" else None
             pos = m.end()
-        return items, (li + 1, op + 1, kids), li, pos + 1
+        return items, self._at(li, op, kids), li, pos + 1
 
     def _flat_map(self, li: int, op: int) -> Optional[_Flow]:
         """A one-line mapping of simple keys and scalars, or None to use the full rules."""
         line = self.lines[li]
         result: Dict[Any, Any] = {}
-        kids: Dict[Any, Tuple[int, int, _Mark]] = {}
+        kids: Optional[Dict[Any, Tuple[int, int, _MaybeMark]]] = {} if self.marks else None
         pos = _spaces(line, op + 1).end()
         while line[pos : pos + 1] != "}":
             m = _FLOW_PAIR.match(line, pos)
@@ -644,31 +688,33 @@ class _Parser:
             else:
                 start = m.start(3 if dq is not None else 4) - 1
                 result[key] = dq if dq is not None else sq
-            kids[key] = (li + 1, kpos + 1, (li + 1, start + 1, None))
+            if kids is not None:
+                kids[key] = (li + 1, kpos + 1, (li + 1, start + 1, None))
             if sep != ",":
-                return (result, (li + 1, op + 1, kids), li, m.end(6)) if sep == "}" else None
+                return (result, self._at(li, op, kids), li, m.end(6)) if sep == "}" else None
             pos = m.end()
-        return result, (li + 1, op + 1, kids), li, pos + 1
+        return result, self._at(li, op, kids), li, pos + 1
 
-    def _flow_seq(self, ol: int, op: int, depth: int) -> Tuple[Any, _Mark, int, int]:
+    def _flow_seq(self, ol: int, op: int, depth: int) -> _Flow:
         fast = self._flat_seq(ol, op)
         if fast is not None:
             return fast
         opener = (ol, op)
         items: List[Any] = []
-        kids: List[_Mark] = []
+        kids: Optional[List[_MaybeMark]] = [] if self.marks else None
         li, pos, _ = self._fskip(ol, op + 1, opener)
         while True:
             c = self.lines[li][pos]
             if c == "]":
-                return items, (ol + 1, op + 1, kids), li, pos + 1
+                return items, self._at(ol, op, kids), li, pos + 1
             if c == ",":
                 raise self.err(
                     li, pos, "empty entry in a flow sequence (two commas, or a leading one)"
                 )
             value, vmark, li, pos, kind = self._flow_node(li, pos, depth)
             items.append(value)
-            kids.append(vmark)
+            if kids is not None:
+                kids.append(vmark)
             li, pos, crossed = self._fskip(li, pos, opener)
             c = self.lines[li][pos]
             if c == ",":
@@ -697,19 +743,19 @@ class _Parser:
             return self.err(li, pos, "unexpected ':' after a flow mapping value; quote the value")
         return self.err(li, pos, f"expected ',' or '{closer}'")
 
-    def _flow_map(self, ol: int, op: int, depth: int) -> Tuple[Any, _Mark, int, int]:
+    def _flow_map(self, ol: int, op: int, depth: int) -> _Flow:
         fast = self._flat_map(ol, op)
         if fast is not None:
             return fast
         opener = (ol, op)
         result: Dict[Any, Any] = {}
-        kids: Dict[Any, Tuple[int, int, _Mark]] = {}
+        kids: Optional[Dict[Any, Tuple[int, int, _MaybeMark]]] = {} if self.marks else None
         li, pos, _ = self._fskip(ol, op + 1, opener)
         while True:
             line = self.lines[li]
             c = line[pos]
             if c == "}":
-                return result, (ol + 1, op + 1, kids), li, pos + 1
+                return result, self._at(ol, op, kids), li, pos + 1
             if c == ",":
                 raise self.err(
                     li, pos, "empty entry in a flow mapping (two commas, or a leading one)"
@@ -734,12 +780,12 @@ class _Parser:
             if kind == "plain" and key == "<<":
                 raise self.err(kl, kp, "merge keys ('<<') are not supported; write the entries out")
             if key in result:
-                raise self._duplicate(kl, kp, key, kids[key], True)
+                raise self._duplicate(kl, kp, key, kids, True)
             li, pos, _ = self._fskip(li, q + 1, opener)
             line = self.lines[li]
             c = line[pos]
             if c in ",}":
-                value, vmark, kind = None, (li + 1, pos + 1, None), "empty"
+                value, vmark, kind = None, self._at(li, pos), "empty"
             elif c == ":" and line[pos + 1 : pos + 2] in _FLOW_SEP:
                 # Not a plain scalar in YAML 1.2 (ruamel would read the text ':'): refuse.
                 msg = "a value inside {} cannot be a lone ':' (no scalar starts there): quote it"
@@ -747,7 +793,8 @@ class _Parser:
             else:
                 value, vmark, li, pos, kind = self._flow_node(li, pos, depth)
             result[key] = value
-            kids[key] = (kl + 1, kp + 1, vmark)
+            if kids is not None:
+                kids[key] = (kl + 1, kp + 1, vmark)
             li, pos, crossed = self._fskip(li, pos, opener)
             c = self.lines[li][pos]
             if c == ",":
