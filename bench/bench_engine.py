@@ -53,11 +53,12 @@ IDLE_TIMEOUT_SEC = 30
 IDLE_JOBS = 100
 PROBE_FILES = 200  # files created to time one file creation, before and after each workload
 CAVEAT = (
-    "orch creates files for every task (two logs, a context file, journal lines with fsync); "
-    "make creates none. On ext4 without a journal, after many deletions a file creation costs "
-    "~0.4 ms instead of ~0.03 ms for minutes: benchmark in a quiet window (no big `rm -rf`, "
-    "test suite or other benchmark just before or alongside), compare ratios from one run, "
-    "and check the load averages and the cost of a file creation (last column)."
+    "orch creates files for every task (two logs; a context file per distinct set of "
+    "dependencies; journal lines, fsynced before a dependent starts); make creates none. "
+    "On ext4 without a journal, after many deletions a file creation costs ~0.4 ms instead of "
+    "~0.03 ms for minutes: benchmark in a quiet window (no big `rm -rf`, test suite or other "
+    "benchmark just before or alongside), compare ratios from one run, and check the load "
+    "averages and the cost of a file creation (last column)."
 )
 
 # deps[i] lists the indexes task i depends on; tasks are named t0..t{n-1} in that order.
