@@ -74,6 +74,12 @@ _FAST_FLOW_SCALAR = (
     rf"(?: +{_F_WORD})*)"
 )
 _FLOW_ITEM = re.compile(rf" *(?:{_FAST_FLOW_SCALAR}) *([,\]}}]) *")
+# A one-line flow sequence of plain words that start with a letter (task ids in depends_on: a
+# dense plan has tens of thousands), read with one match when no marks are wanted. Such a word
+# is a string unless it is one of _WORDS (true, null, ...).
+_NAME = "[A-Za-z][A-Za-z0-9_.-]*"
+_NAME_LIST = re.compile(rf"\[ *({_NAME}(?: *, *{_NAME})*) *\]")
+_NAMES = re.compile(_NAME)
 _FLOW_PAIR = re.compile(
     rf' *(?:"([^"\\]*)"|([A-Za-z_][A-Za-z0-9_-]*)) *: +(?:{_FAST_FLOW_SCALAR}) *([,\]}}]) *'
 )
@@ -644,6 +650,12 @@ class _Parser:
     def _flat_seq(self, li: int, op: int) -> Optional[_Flow]:
         """A one-line sequence of simple scalars, or None to use the full rules."""
         line = self.lines[li]
+        if not self.marks:
+            names = _NAME_LIST.match(line, op)
+            if names is not None:
+                words = _NAMES.findall(line, names.start(1), names.end(1))
+                if _WORDS.keys().isdisjoint(words):
+                    return words, None, li, names.end()
         items: List[Any] = []
         kids: Optional[List[_MaybeMark]] = [] if self.marks else None
         pos = _spaces(line, op + 1).end()
