@@ -366,7 +366,6 @@ def _execute(
             adopted=adopted,
         )
         status = scheduler.run()
-        del scheduler  # its bookkeeping (10,000 tasks: megabytes) is not needed for the report
         ended = store_mod.now_iso()
         sessions[-1] = {"started_at": began, "ended_at": ended}
         run.update_run({"status": status.value, "ended_at": ended, "sessions": sessions})
@@ -471,9 +470,8 @@ def _write_report(run: store_mod.RunStore) -> str:
 
     path = run.layout.report
     # Reads the failed attempts' log tails itself: bounded reads from each attempt's offset.
-    # Written a section at a time: the whole text of a big run's report is never in memory.
-    chunks = final_report.report_chunks(run.state)
-    store_mod.write_file_atomic(path, (chunk.encode("utf-8") for chunk in chunks))
+    text = final_report.render_final_report(run.state)
+    store_mod.write_file_atomic(path, text.encode("utf-8"))
     return path
 
 

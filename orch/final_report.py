@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from orch import _fmt, graph
 from orch._fmt import format_duration, format_timestamp
@@ -72,16 +72,6 @@ def render_final_report(
     ``ORCH_HOME`` is looked at) decides whether the ``orch logs`` hints need ``--home``; by
     default they do unless the run's home is ``.orch`` in its workdir.
     """
-    return "".join(report_chunks(state, read_tail, env))
-
-
-def report_chunks(
-    state: State,
-    read_tail: Optional[ReadTail] = None,
-    env: Optional[Mapping[str, str]] = None,
-) -> Iterator[str]:
-    """``render_final_report``'s text a section at a time: a section's lines are built when it
-    is reached and dropped once written (a 10,000-task report holds one section, not all)."""
     reader = read_tail or _default_read_tail
     tasks = tasks_of(state)
     memo: Dict[str, Optional[str]] = {}
@@ -92,34 +82,28 @@ def report_chunks(
         env = {"ORCH_HOME": os.path.join(str(state.get("workdir") or "."), ".orch")}
     hint_env = {k: env[k] for k in ("ORCH_HOME",) if k in env}
     blocks = _TaskBlocks(state, reader, hint_env)
-    sections: List[Callable[[], List[str]]] = [
-        lambda: _title(state),
-        lambda: _summary_table(tasks, memo),
-        lambda: blocks.section("Failures", failed, ""),
-        lambda: blocks.section(
+    sections = [
+        _title(state),
+        _summary_table(tasks, memo),
+        blocks.section("Failures", failed, ""),
+        blocks.section(
             "Canceled while running", canceled, "Stopped by the cancel; their output so far:"
         ),
-        lambda: _not_run(tasks, memo),
-        lambda: blocks.section(
+        _not_run(tasks, memo),
+        blocks.section(
             "Allowed failures",
             allowed,
             "These tasks have `allow_failure: true`: they FAILED, but that is not an error "
             "of the run (their dependents ran as after a success).",
         ),
-        lambda: _task_table(tasks, memo),
-        lambda: _artifacts(tasks),
-        lambda: _workspaces(state),
-        lambda: _details(state),
-        lambda: _graph_section(state),
-        lambda: _timeline_section(state),
+        _task_table(tasks, memo),
+        _artifacts(tasks),
+        _workspaces(state),
+        _details(state),
+        _graph_section(state),
+        _timeline_section(state),
     ]
-    separator = ""
-    for build in sections:
-        lines = build()
-        if lines:
-            yield separator + "\n".join(lines)
-            separator = "\n\n"
-    yield "\n"
+    return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
 # --- Markdown helpers ------------------------------------------------------------------------

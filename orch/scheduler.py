@@ -15,7 +15,18 @@ import os
 import random
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 from orch import artifacts, logs, metrics, policy, workspace
 from orch.graph import Outcome, Readiness
@@ -170,8 +181,6 @@ class Scheduler:
         self._contexts_written: Set[str] = set()  # shared context files of this session
         # Tasks whose outcome was recorded but not yet fsynced (group commit, _start_ready).
         self._unsynced: Set[str] = set()
-        # Tasks whose ORCH_METRICS file may exist (a stat at each start of the others is saved).
-        self._metrics_seen: Set[str] = set()
         self._base_env = dict(os.environ)
         # (worktree?, the task's env) -> the environment every such attempt shares.
         self._shared_envs: Dict[Tuple[bool, Tuple[Tuple[str, str], ...]], Dict[str, str]] = {}
@@ -270,13 +279,7 @@ class Scheduler:
         try:
             os.mkdir(self._layout.metrics_dir, 0o700)  # a run made before metrics existed
         except FileExistsError:
-            present = set(os.listdir(self._layout.metrics_dir))
-            if present:  # an earlier session's tasks wrote metrics
-                self._metrics_seen = {
-                    t.id
-                    for t in self._plan.tasks
-                    if os.path.basename(self._layout.metrics(t.id)) in present
-                }
+            pass
         for task in self._plan.tasks:
             entry = tasks[task.id]
             if task.id not in self._selected:
@@ -374,7 +377,7 @@ class Scheduler:
         spec = self._spec(task, number)
         started: Any
         # Before the start: what the attempt appends from here on is its own.
-        grown = file_size(self._layout.metrics(task.id)) if task.id in self._metrics_seen else 0
+        grown = file_size(self._layout.metrics(task.id))
         try:
             self._write_context(task, number, spec.env["ORCH_CONTEXT"])
         except OSError as err:
@@ -653,9 +656,7 @@ class Scheduler:
         just ended) and tell Readiness, which may skip dependents."""
         task = self._tasks[task_id]
         entry = self._state["tasks"][task_id]
-        error = result.error
-        if missing:
-            error = f"required output missing: {missing[0]}"
+        error = _result_error(result, missing or ())
         if note:
             error = f"{error}; {note}" if error else note
         allowed = status is TaskStatus.FAILED and task.allow_failure
@@ -718,9 +719,7 @@ class Scheduler:
         the run; past the budget, nothing new starts."""
         entry = self._state["tasks"][task.id]
         attempt = entry["history"][-1]
-        found, errors, exists = _metrics_file_part(self._layout.metrics(task.id), attempt)
-        if exists:
-            self._metrics_seen.add(task.id)  # the next attempt's part starts after its end
+        found, errors = _metrics_file_part(self._layout.metrics(task.id), attempt)
         if task.metrics == "stdout-json":
             tail = logs.tail_bytes(entry.get("stdout_path"), attempt.get("stdout_offset", 0))
             printed = metrics.from_stdout_json(tail)
@@ -839,8 +838,13 @@ def _attempt_end(result: AttemptResult, missing: List[str]) -> Dict[str, Any]:
         "timed_out": result.timed_out,
         "timed_out_by": result.timed_out_by,
         "canceled": result.canceled,
-        "error": f"required output missing: {missing[0]}" if missing else result.error,
+        "error": _result_error(result, missing),
     }
+
+
+def _result_error(result: AttemptResult, missing: Sequence[str]) -> Optional[str]:
+    """The error an attempt's end records: a missing required output, else the runner's."""
+    return f"required output missing: {missing[0]}" if missing else result.error
 
 
 def _attempt_entry(number: int, started: Any, started_iso: str) -> AttemptState:
@@ -870,19 +874,15 @@ def _epoch(iso: Optional[str]) -> float:
     return time.time()
 
 
-def _metrics_file_part(path: str, attempt: AttemptState) -> Tuple[Dict[str, float], int, bool]:
-    """What the attempt appended to its ORCH_METRICS file (bounded read; absent: nothing),
-    and whether the file exists."""
+def _metrics_file_part(path: str, attempt: AttemptState) -> Tuple[Dict[str, float], int]:
+    """What the attempt appended to its ORCH_METRICS file (bounded read; absent: nothing)."""
     start = attempt.get("metrics_offset", 0)
     try:
         if os.stat(path).st_size <= start:
-            return {}, 0, True  # the task wrote no metrics this time (a stat, not an open)
+            return {}, 0  # the common case: the task wrote no metrics (a stat, not an open)
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(metrics.MAX_METRICS_BYTES)
-    except FileNotFoundError:
-        return {}, 0, False  # the common case: the task never wrote metrics
     except OSError:
-        return {}, 0, True
-    found, errors = metrics.from_metrics_lines(data)
-    return found, errors, True
+        return {}, 0
+    return metrics.from_metrics_lines(data)

@@ -310,8 +310,7 @@ class RunStore:
         return os.path.exists(self.layout.cancel)
 
     def update_run(self, fields: Dict[str, Any]) -> None:
-        self.state.update(fields)  # type: ignore[typeddict-item]
-        self._append({"r": fields})
+        self._record({"r": fields})
 
     def update_task(
         self,
@@ -324,17 +323,19 @@ class RunStore:
         """Change a task with one journal record: append ``new_attempt`` to its history,
         update its latest attempt with ``attempt_fields``, then the task with ``fields`` (the
         order replay applies them in). A start or an end is one record, not three."""
-        entry = self.state["tasks"][task_id]
         record: Dict[str, Any] = {"t": task_id}
         if new_attempt is not None:
-            entry["history"].append(new_attempt)
             record["h"] = new_attempt
         if attempt_fields:
-            entry["history"][-1].update(attempt_fields)  # type: ignore[typeddict-item]
             record["hs"] = attempt_fields
         if fields:
-            entry.update(fields)  # type: ignore[typeddict-item]
             record["s"] = fields
+        if len(record) > 1:  # a record with no change is not one (record_problem refuses it)
+            self._record(record)
+
+    def _record(self, record: Dict[str, Any]) -> None:
+        """Apply a change to the live state as a reader replays it, and journal it."""
+        apply_record(self.state, record)  # type: ignore[arg-type]
         self._append(record)
 
     def _append(self, record: Dict[str, Any]) -> None:
@@ -375,8 +376,7 @@ class RunStore:
 
     def _stamp(self) -> None:
         stamp = now_iso()
-        self.state["updated_at"] = stamp
-        self._append({"r": {"updated_at": stamp}})
+        self._record({"r": {"updated_at": stamp}})
         self._stale_stamp = False
 
     def compact(self) -> None:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -302,20 +302,41 @@ def crash_loop(
     return with_run, kills
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=500)
+def soak_main(
+    argv: Optional[List[str]],
+    *,
+    doc: str,
+    iterations: int,
+    prefix: str,
+    soak: Callable[[Path, int, int], Any],
+    failure: Type[Exception],
+) -> int:
+    """The command line of a soak: ``--iterations``, ``--seed`` (default: random) and
+    ``--workdir`` (default: a fresh temporary directory, kept); exit 1 on ``failure``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=iterations)
     parser.add_argument("--seed", type=int, default=None, help="default: random")
     parser.add_argument("--workdir", help="default: a fresh temporary directory, kept")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="orch-soak-")).resolve()
+    root = Path(args.workdir or tempfile.mkdtemp(prefix=prefix)).resolve()
     try:
-        crash_loop(root, args.iterations, seed)
-    except CrashLoopFailure as err:
+        soak(root, args.iterations, seed)
+    except failure as err:
         print(f"FAILED: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return soak_main(
+        argv,
+        doc=__doc__,
+        iterations=500,
+        prefix="orch-soak-",
+        soak=crash_loop,
+        failure=CrashLoopFailure,
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ tests/test_workspace.py runs the same loop, shorter. Standard library only; need
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import random
@@ -33,7 +32,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -46,7 +44,13 @@ from orch.store import owner_alive, read_state  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The crash soak's harness: the YAML quoting, orch's environment, the liveness checks.
-from soak_crash import alive, live_processes_of_run, orch_env, yaml_quote  # noqa: E402
+from soak_crash import (  # noqa: E402
+    alive,
+    live_processes_of_run,
+    orch_env,
+    soak_main,
+    yaml_quote,
+)
 
 __all__ = ["WorktreeSoakFailure", "git_env", "main", "worktree_soak"]
 
@@ -372,19 +376,14 @@ def worktree_soak(
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=None, help="default: random")
-    parser.add_argument("--workdir", help="default: a fresh temporary directory, kept")
-    args = parser.parse_args(argv)
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="orch-wt-soak-")).resolve()
-    try:
-        worktree_soak(root, args.iterations, seed)
-    except WorktreeSoakFailure as err:
-        print(f"FAILED: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return soak_main(
+        argv,
+        doc=__doc__,
+        iterations=100,
+        prefix="orch-wt-soak-",
+        soak=worktree_soak,
+        failure=WorktreeSoakFailure,
+    )
 
 
 if __name__ == "__main__":

@@ -495,3 +495,29 @@ def test_tasks_with_the_same_dependencies_share_one_orch_context(orch: Orch) -> 
     assert seen["z"]["path"] == str(context_dir / "z.json")
     assert seen["z"]["context"]["task_id"] == "z" and seen["z"]["context"]["attempt"] == 1
     assert sorted(p.name for p in context_dir.iterdir()) == ["_deps-x.json", "_run.json", "z.json"]
+
+
+def test_every_task_in_state_json_has_the_contract_fields_whatever_its_status(orch: Orch) -> None:
+    # The contract lists the fields of each task in state.json: a task that failed, one
+    # skipped because of it and one that never started (fail-fast) carry them too, in the
+    # file itself (not only in what a reader rebuilds from the journal).
+    plan = orch.plan(
+        """
+        tasks:
+          - {id: bad, cmd: ["sh", "-c", "exit 3"]}
+          - {id: child, cmd: ["true"], depends_on: [bad]}
+          - {id: later, cmd: ["true"], depends_on: [child]}
+          - {id: other, cmd: ["true"]}
+        """
+    )
+    proc = orch.run("run", plan, "--max-parallel", "1", "--fail-fast")
+    assert proc.returncode == 3, proc.stderr
+    run_dir = orch.run_dir(run_id_of(proc.stdout))
+    assert (run_dir / "journal.jsonl").read_bytes() == b""  # the snapshot is the whole state
+    state = json.loads((run_dir / "state.json").read_bytes())
+    assert set(state) >= STATE_FIELDS
+    statuses = {t: e["status"] for t, e in state["tasks"].items()}
+    assert statuses["bad"] == "FAILED" and statuses["child"] == "SKIPPED"
+    for task_id, entry in state["tasks"].items():
+        assert set(entry) >= TASK_FIELDS, (task_id, TASK_FIELDS - set(entry))
+        assert isinstance(entry["artifact_paths"], list)
